@@ -1,0 +1,52 @@
+# The commands people and CI both use. `make run` and `make test` set everything up themselves.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+API_URL = http://$${MM_API_HOST:-127.0.0.1}:$${MM_API_PORT:-8000}
+WS_URL = ws://$${MM_REALTIME_HOST:-127.0.0.1}:$${MM_REALTIME_PORT:-8765}
+
+.PHONY: install services migrate seed run test lint format types stop bench loadtest clean-data
+
+$(STAMP): pyproject.toml
+	@$(PY) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv; \
+	  else echo "python3-venv is missing: sudo apt-get install -y python3-venv"; exit 1; fi; }
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev,load]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+services:
+	@$(PY) -m common.devservices start
+
+migrate: install services
+	$(BIN)/alembic upgrade head
+
+seed: migrate
+	$(BIN)/python -m api.seed
+
+run: seed
+	@echo ""
+	@echo "  API       $(API_URL)        (OpenAPI: $(API_URL)/docs)"
+	@echo "  Realtime  $(WS_URL)         (health: http://127.0.0.1:$${MM_REALTIME_PORT:-8765}/healthz)"
+	@echo "  Stop with Ctrl-C, then 'make stop' to stop PostgreSQL and Redis."
+	@echo ""
+	$(BIN)/honcho start api realtime
+
+test: install services
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+stop:
+	@$(PY) -m common.devservices stop

@@ -1,0 +1,57 @@
+"""The API's composition root: builds the app, its shared state and its routers.
+
+``uvicorn api.main:app`` serves the module-level ``app``; tests call :func:`create_app` with
+their own settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from api.errors import install_error_handlers
+from api.routes import health
+from api.state import AppState
+from common.db import make_engine, make_sessionmaker
+from common.logs import setup_logging
+from common.settings import Settings, get_settings
+from common.tokens import keyset_from_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        setup_logging(settings.log_level)
+        engine = make_engine(settings)
+        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        app.state.mm = AppState(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            redis=redis,
+            keys=keyset_from_settings(settings, with_private=True),
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="MergeMeet API",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,132 @@
+"""Settings for both services, read once from the environment (prefix ``MM_``) and ``.env``.
+
+Owns validation at start-up: a bad value stops the process with a message that names the
+variable, and outside development no secret may be a placeholder. It must not read anything
+else (no database, no Redis): it is imported by every process, tests included.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+#: Values that mean "nobody set this": refused outside development and test.
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "development"})
+MIN_SECRET_LENGTH = 32
+DEV_SECRET = "dev-only-secret-do-not-use-in-production-0123456789"  # noqa: S105 (refused in prod)
+
+
+class Settings(BaseSettings):
+    """Every tunable of MergeMeet; each field is ``MM_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Environment = "development"
+    data_dir: Path = Path(".data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Storage
+    database_url: str = "postgresql+asyncpg://mergemeet@127.0.0.1:55432/mergemeet"
+    redis_url: str = "redis://127.0.0.1:56379/0"
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+
+    # Secrets and tokens
+    secret_key: str = DEV_SECRET
+    jwt_keys_dir: Path | None = None
+    jwt_active_kid: str | None = None
+    jwt_audience: str = "mergemeet"
+    jwt_issuer: str = "mergemeet-api"
+    access_token_ttl_s: Annotated[int, Field(ge=30, le=24 * 3600)] = 900
+    refresh_token_ttl_s: Annotated[int, Field(ge=300, le=90 * 24 * 3600)] = 30 * 24 * 3600
+
+    # HTTP API
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8000", "http://localhost:8000"]
+    )
+
+    # Realtime node
+    realtime_host: str = "127.0.0.1"
+    realtime_port: Annotated[int, Field(ge=0, le=65535)] = 8765
+    realtime_public_url: str = "ws://127.0.0.1:8765"
+    node_id: str | None = None
+    max_frame_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
+    max_body_chars: Annotated[int, Field(ge=1, le=16_000)] = 4000
+    ws_compression: bool = False
+    auth_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    reauth_before_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    rate_per_s: Annotated[float, Field(gt=0)] = 20.0
+    rate_burst: Annotated[int, Field(ge=1)] = 40
+    max_connections_per_user: Annotated[int, Field(ge=1, le=100)] = 10
+    outbound_high_water: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    batch_max: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    sync_page_size: Annotated[int, Field(ge=1, le=1000)] = 200
+    presence_ttl_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    presence_grace_s: Annotated[float, Field(ge=0, le=600)] = 5.0
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """Accept a comma-separated list, as environment variables are plain strings."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("must start with postgresql+asyncpg://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        """Outside development and test every secret must be real and every key explicit."""
+        if self.env in ("development", "test"):
+            return self
+        if self.secret_key.lower() in PLACEHOLDER_SECRETS or self.secret_key == DEV_SECRET:
+            raise ValueError("MM_SECRET_KEY is a placeholder; set a random value in production")
+        if len(self.secret_key) < MIN_SECRET_LENGTH:
+            raise ValueError(f"MM_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
+        if self.jwt_keys_dir is None:
+            raise ValueError("MM_JWT_KEYS_DIR must be set in production (no generated keys)")
+        if "*" in self.allowed_origins:
+            raise ValueError("MM_ALLOWED_ORIGINS may not contain '*' in production")
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.env in ("development", "test")
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where the JWT key set lives: explicit in production, generated under data_dir in dev."""
+        return self.jwt_keys_dir if self.jwt_keys_dir is not None else self.data_dir / "keys"
+
+    @property
+    def asyncpg_dsn(self) -> str:
+        """The same database URL in the form asyncpg itself takes (realtime has no ORM)."""
+        return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, validated on first use."""
+    return Settings()

@@ -1,0 +1,79 @@
+"""Settings validation: environment parsing and refusal of placeholders outside development."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from common.settings import DEV_SECRET, Settings
+
+REAL_SECRET = "x" * 48
+
+
+def _production(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "env": "production",
+        "secret_key": REAL_SECRET,
+        "jwt_keys_dir": Path("/etc/mergemeet/keys"),
+        "allowed_origins": ["https://app.example"],
+    } | overrides
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+def test_development_defaults_are_accepted() -> None:
+    settings = Settings(_env_file=None, env="development")
+    assert settings.secret_key == DEV_SECRET
+    assert settings.keys_dir == settings.data_dir / "keys"
+
+
+def test_production_with_real_values_is_accepted() -> None:
+    settings = _production()
+    assert settings.keys_dir == Path("/etc/mergemeet/keys")
+    assert not settings.is_development
+
+
+@pytest.mark.parametrize("secret", ["", "change-me", "secret", DEV_SECRET, "short-but-real"])
+def test_production_refuses_placeholder_or_short_secret(secret: str) -> None:
+    with pytest.raises(ValidationError, match="MM_SECRET_KEY"):
+        _production(secret_key=secret)
+
+
+def test_production_refuses_generated_keys() -> None:
+    with pytest.raises(ValidationError, match="MM_JWT_KEYS_DIR"):
+        _production(jwt_keys_dir=None)
+
+
+def test_production_refuses_wildcard_origin() -> None:
+    with pytest.raises(ValidationError, match="MM_ALLOWED_ORIGINS"):
+        _production(allowed_origins=["*"])
+
+
+def test_environment_variables_are_read_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MM_REALTIME_PORT", "9001")
+    monkeypatch.setenv("MM_ALLOWED_ORIGINS", "https://a.example, https://b.example")
+    settings = Settings(_env_file=None)
+    assert settings.realtime_port == 9001
+    assert settings.allowed_origins == ["https://a.example", "https://b.example"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MM_REALTIME_PORT", "not-a-port"),
+        ("MM_REALTIME_PORT", "70000"),
+        ("MM_DATABASE_URL", "mysql://root@localhost/x"),
+        ("MM_REDIS_URL", "http://localhost"),
+        ("MM_ENV", "staging"),
+        ("MM_MAX_FRAME_BYTES", "10"),
+    ],
+)
+def test_bad_environment_values_are_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as excinfo:
+        Settings(_env_file=None)
+    field = name.removeprefix("MM_").lower()
+    assert field in str(excinfo.value)

@@ -1,0 +1,167 @@
+"""Session set-up against the real PostgreSQL+PostGIS and Redis that the test command started.
+
+Each run gets a fresh database (``MM_TEST_DATABASE``, default ``mergemeet_test``) built by
+``alembic upgrade head`` and a flushed Redis database (``MM_TEST_REDIS_DB``, default 1), so the
+migrations are tested by every run. The environment is set before anything reads settings, and
+child processes (the real servers) inherit it. Several suites can run side by side by giving
+each its own database name and Redis database number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from alembic.config import Config
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from alembic import command
+from common.db import make_engine, make_sessionmaker
+from common.settings import Settings, get_settings
+from common.tokens import KeySet, issue_token, keyset_from_settings
+from tests.support import ROOT, TICK, free_port
+
+_BASE_DB_URL = os.environ.get(
+    "MM_DATABASE_URL", "postgresql+asyncpg://mergemeet@127.0.0.1:55432/mergemeet"
+)
+_BASE_REDIS_URL = os.environ.get("MM_REDIS_URL", "redis://127.0.0.1:56379/0")
+TEST_DB = os.environ.get("MM_TEST_DATABASE", "mergemeet_test")
+TEST_REDIS_DB = int(os.environ.get("MM_TEST_REDIS_DB", "1"))
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+TEST_DB_URL = _with_path(_BASE_DB_URL, f"/{TEST_DB}")
+TEST_REDIS_URL = _with_path(_BASE_REDIS_URL, f"/{TEST_REDIS_DB}")
+_DATA_DIR = Path(tempfile.mkdtemp(prefix="mm-test-"))
+
+os.environ.update(
+    {
+        "MM_ENV": "test",
+        "MM_DATABASE_URL": TEST_DB_URL,
+        "MM_REDIS_URL": TEST_REDIS_URL,
+        "MM_DATA_DIR": str(_DATA_DIR),
+        "MM_LOG_LEVEL": "WARNING",
+    }
+)
+get_settings.cache_clear()
+
+
+async def _recreate_database() -> None:
+    admin_dsn = _with_path(TEST_DB_URL, "/postgres").replace("+asyncpg", "")
+    connection = await asyncpg.connect(admin_dsn)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{TEST_DB}"')
+    finally:
+        await connection.close()
+
+
+def alembic_config(database_url: str = TEST_DB_URL) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database() -> Iterator[None]:
+    asyncio.run(_recreate_database())
+    command.upgrade(alembic_config(), "head")
+    yield
+
+
+@pytest.fixture(scope="session")
+def settings(_database: None) -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def keys(settings: Settings) -> KeySet:
+    return keyset_from_settings(settings, with_private=True)
+
+
+@pytest.fixture(scope="session")
+def make_token(settings: Settings, keys: KeySet) -> Callable[..., str]:
+    """Sign an access token the way the API does (other claims by keyword)."""
+
+    def make(user_id: int, token_version: int = 0, **overrides: object) -> str:
+        options: dict[str, object] = {
+            "user_id": user_id,
+            "token_version": token_version,
+            "audience": settings.jwt_audience,
+            "issuer": settings.jwt_issuer,
+            "ttl_s": settings.access_token_ttl_s,
+        } | overrides
+        return issue_token(keys, **options)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture(scope="session")
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def api_url(settings: Settings, redis: Redis) -> AsyncIterator[str]:
+    """The real API served by uvicorn on a real loopback socket, in this test process."""
+    from api.main import create_app
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(TICK)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=100 * TICK) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+async def _fail_on_loop_errors() -> AsyncIterator[None]:
+    """Fail a test when the event loop reports an exception nobody handled."""
+    errors: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield
+    loop.set_exception_handler(previous)
+    assert not errors, f"unhandled event-loop exceptions: {errors}"
