@@ -52,10 +52,10 @@ async def live_nodes(
 ) -> list[NodeInfo]:
     """Nodes whose last heartbeat is younger than ``stale_after_s``, by id."""
     now = time.time() if now is None else now
-    ids = await redis.zrangebyscore(NODES, now - stale_after_s, "+inf")
+    ids: list[bytes] = await redis.zrangebyscore(NODES, now - stale_after_s, "+inf")
     if not ids:
         return []
-    raw = await redis.mget([node_key(i.decode() if isinstance(i, bytes) else i) for i in ids])
+    raw = await redis.mget([node_key(node_id.decode()) for node_id in ids])
     nodes = [_decoder.decode(value) for value in raw if value is not None]
     return sorted(nodes, key=lambda node: node.id)
 
