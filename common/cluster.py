@@ -32,6 +32,10 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(NodeInfo)
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 async def publish_heartbeat(redis: Redis, info: NodeInfo, *, ttl_s: float) -> None:
     """Write this node's heartbeat in one round trip; the hash expires by itself after ``ttl_s``."""
     async with redis.pipeline(transaction=True) as pipe:
@@ -52,10 +56,10 @@ async def live_nodes(
 ) -> list[NodeInfo]:
     """Nodes whose last heartbeat is younger than ``stale_after_s``, by id."""
     now = time.time() if now is None else now
-    ids: list[bytes] = await redis.zrangebyscore(NODES, now - stale_after_s, "+inf")
+    ids = await redis.zrangebyscore(NODES, now - stale_after_s, "+inf")
     if not ids:
         return []
-    raw = await redis.mget([node_key(node_id.decode()) for node_id in ids])
+    raw = await redis.mget([node_key(_text(node_id)) for node_id in ids])
     nodes = [_decoder.decode(value) for value in raw if value is not None]
     return sorted(nodes, key=lambda node: node.id)
 
