@@ -3,6 +3,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The private services' ports, and URLs that follow them unless set in the environment.
+export MM_DEV_PG_PORT ?= 55432
+export MM_DEV_REDIS_PORT ?= 56379
+export MM_DATABASE_URL ?= postgresql+asyncpg://mergemeet@127.0.0.1:$(MM_DEV_PG_PORT)/mergemeet
+export MM_REDIS_URL ?= redis://127.0.0.1:$(MM_DEV_REDIS_PORT)/0
 API_URL = http://$${MM_API_HOST:-127.0.0.1}:$${MM_API_PORT:-8000}
 WS_URL = ws://$${MM_REALTIME_HOST:-127.0.0.1}:$${MM_REALTIME_PORT:-8765}
 
