@@ -47,6 +47,32 @@ class Settings(BaseSettings):
     access_token_ttl_s: Annotated[int, Field(ge=30, le=24 * 3600)] = 900
     refresh_token_ttl_s: Annotated[int, Field(ge=300, le=90 * 24 * 3600)] = 30 * 24 * 3600
 
+    # Accounts: passwords, login throttling, mail (issue 5)
+    password_hash_threads: Annotated[int, Field(ge=1, le=32)] = 2
+    password_hash_wait_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    login_pair_max: Annotated[int, Field(ge=1)] = 10  # per (account, IP) and window
+    login_ip_max: Annotated[int, Field(ge=1)] = 100  # per IP and window, any account
+    login_window_s: Annotated[int, Field(ge=1, le=24 * 3600)] = 900
+    register_ip_max: Annotated[int, Field(ge=1)] = 30  # per IP and hour
+    email_code_ttl_s: Annotated[int, Field(ge=60, le=24 * 3600)] = 900
+    email_code_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    reset_token_ttl_s: Annotated[int, Field(ge=60, le=24 * 3600)] = 3600
+    mail_from: str = "MergeMeet <no-reply@mergemeet.local>"
+    smtp_host: str | None = None  # production mail; development writes to data_dir/outbox
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = True
+    smtp_timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
+
+    # Profiles and photos (issue 5)
+    max_travel_kmh: Annotated[float, Field(gt=0)] = 900.0  # faster location moves are refused
+    photo_max_count: Annotated[int, Field(ge=1, le=20)] = 6
+    photo_max_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
+    photo_max_pixels: Annotated[int, Field(ge=1)] = 50_000_000
+    photo_max_side: Annotated[int, Field(ge=64, le=4096)] = 1200
+    photo_thumb_side: Annotated[int, Field(ge=32, le=1024)] = 320
+
     # HTTP API
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
