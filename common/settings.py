@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     photo_max_side: Annotated[int, Field(ge=64, le=4096)] = 1200
     photo_thumb_side: Annotated[int, Field(ge=32, le=1024)] = 320
 
+    # Discovery, likes and matches (issue 6); ranking weights are points on a 0–100 score
+    pass_cooldown_s: Annotated[int, Field(ge=0, le=365 * 24 * 3600)] = 24 * 3600
+    daily_like_cap: Annotated[int, Field(ge=1, le=10_000)] = 100
+    rank_weight_interests: Annotated[float, Field(ge=0, le=100)] = 50.0
+    rank_weight_distance: Annotated[float, Field(ge=0, le=100)] = 20.0
+    rank_weight_activity: Annotated[float, Field(ge=0, le=100)] = 20.0
+    rank_weight_completeness: Annotated[float, Field(ge=0, le=100)] = 5.0
+    rank_weight_trust: Annotated[float, Field(ge=0, le=100)] = 5.0
+
     # HTTP API
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
