@@ -63,7 +63,34 @@ class Notify(msgspec.Struct, tag="notify", frozen=True):
     payload: dict[str, object] = {}
 
 
-SafetyEvent = Block | Unblock | Match | Unmatch | Ban | TokenBump | ModerationChanged | Notify
+class MessageDeleted(msgspec.Struct, tag="message_deleted", frozen=True):
+    """A member deleted their message ``seq`` in ``cid``: members' clients hide its body."""
+
+    cid: int
+    seq: int
+    users: tuple[int, ...]
+
+
+class ReadUpTo(msgspec.Struct, tag="read_up_to", frozen=True):
+    """``user`` read ``cid`` up to ``seq`` over REST (same effect as a realtime ``read`` frame)."""
+
+    cid: int
+    user: int
+    seq: int
+
+
+SafetyEvent = (
+    Block
+    | Unblock
+    | Match
+    | Unmatch
+    | Ban
+    | TokenBump
+    | ModerationChanged
+    | Notify
+    | MessageDeleted
+    | ReadUpTo
+)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(SafetyEvent)
