@@ -39,7 +39,7 @@ run: seed
 	@echo "  Realtime  $(WS_URL)         (health: http://127.0.0.1:$${MM_REALTIME_PORT:-8765}/healthz)"
 	@echo "  Stop with Ctrl-C, then 'make stop' to stop PostgreSQL and Redis."
 	@echo ""
-	$(BIN)/honcho start api realtime
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start api realtime
 
 test: install services
 	$(BIN)/pytest
