@@ -1,0 +1,381 @@
+"""Likes, passes, matches and unmatch: the transitions between two people, race-safe.
+
+Owns the swipe rules and the creation and end of a match. A mutual like creates the match,
+its conversation, both memberships and both notifications in one transaction. Two likes of the
+same pair racing on two API processes are serialized by a transaction-scoped advisory lock on
+the ordered pair (taken after the swiper's own lock, always in that order, so no deadlock),
+and the unique ``(user_low_id, user_high_id)`` constraint with ``ON CONFLICT DO NOTHING`` is the
+last guard: exactly one match and one conversation, always. Events go to the safety stream
+only after the commit.
+
+Must not: decide visibility differently from discovery (the same active, unbanned, complete,
+not-blocked rule), publish before commit, or let an unmatched pair match again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import ColumnElement, and_, case, exists, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from api.errors import ApiError, Conflict, NotFound, RateLimited
+from api.schemas.discovery import decode_cursor, encode_cursor
+from api.schemas.matches import (
+    LastMessage,
+    LikesReceived,
+    MatchItem,
+    MatchPage,
+    PublicCard,
+    SwipeResult,
+)
+from api.services.discovery import age_years, primary_thumb
+from api.services.relations import blocked_between
+from common import events
+from common.models import (
+    Conversation,
+    ConversationMember,
+    Match,
+    Message,
+    Notification,
+    Profile,
+    Swipe,
+    User,
+)
+from common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LIKE_WINDOW: Final = dt.timedelta(days=1)
+MATCH_NOTIFICATION: Final = "match"
+
+
+async def publish_after_commit(redis: Redis, *items: events.SafetyEvent) -> None:
+    """Publish events once the transaction has committed; a Redis failure is logged, not raised.
+
+    The database is the truth: a lost live event costs only liveness (clients see the change on
+    their next sync or list), while failing the request would make the client retry an action
+    that already happened.
+    """
+    try:
+        await events.publish(redis, *items)
+    except (RedisError, OSError) as exc:
+        kinds = [type(item).__name__ for item in items]
+        log.warning("safety events not published", extra={"events": kinds, "error": str(exc)})
+
+
+def pair(a: int, b: int) -> tuple[int, int]:
+    return (a, b) if a < b else (b, a)
+
+
+async def _lock(session: AsyncSession, key: str) -> None:
+    """A transaction-scoped advisory lock; a hash collision only serializes more, never less."""
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
+
+def visible_user(user_id: ColumnElement[int] | int) -> ColumnElement[bool]:
+    """``user_id`` is active, not deleted, not banned and has a complete profile."""
+    return exists().where(
+        User.id == user_id,
+        User.is_active.is_(True),
+        User.deleted_at.is_(None),
+        or_(User.banned_until.is_(None), User.banned_until <= func.now()),
+        Profile.user_id == User.id,
+        Profile.is_complete.is_(True),
+    )
+
+
+async def swipe(
+    session: AsyncSession,
+    redis: Redis,
+    settings: Settings,
+    *,
+    user_id: int,
+    target_id: int,
+    kind: str,
+) -> SwipeResult:
+    """Like or pass ``target_id``; a like answered by an earlier like creates the match."""
+    if target_id == user_id:
+        raise ApiError("you cannot swipe on yourself", code="invalid_target")
+    low, high = pair(user_id, target_id)
+    # Own lock first (the daily cap), then the pair's: every swipe takes them in this order.
+    await _lock(session, f"mm:swipe:user:{user_id}")
+    await _lock(session, f"mm:swipe:pair:{low}:{high}")
+
+    visible = await session.scalar(
+        select(visible_user(target_id) & ~blocked_between(user_id, target_id))
+    )
+    if not visible:
+        raise NotFound("no such user")
+    existing_match = (
+        await session.execute(
+            select(Match.id, Match.unmatched_at).where(
+                Match.user_low_id == low, Match.user_high_id == high
+            )
+        )
+    ).first()
+    if existing_match is not None:
+        if existing_match.unmatched_at is not None:
+            raise NotFound("no such user")  # an unmatched pair no longer sees each other
+        raise Conflict("you are already matched", code="already_matched")
+
+    previous = await session.scalar(
+        select(Swipe.kind).where(Swipe.swiper_id == user_id, Swipe.target_id == target_id)
+    )
+    if kind == "like" and previous != "like":
+        await _check_like_cap(session, settings, user_id=user_id)
+    if previous != kind:
+        upsert = pg_insert(Swipe).values(swiper_id=user_id, target_id=target_id, kind=kind)
+        await session.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[Swipe.swiper_id, Swipe.target_id],
+                set_={"kind": kind, "created_at": func.now()},
+            )
+        )
+    elif kind == "pass":
+        # A repeated pass restarts the cooldown.
+        await session.execute(
+            update(Swipe)
+            .where(Swipe.swiper_id == user_id, Swipe.target_id == target_id)
+            .values(created_at=func.now())
+        )
+    if kind != "like":
+        await session.commit()
+        return SwipeResult(target_id=target_id, kind="pass", matched=False)
+
+    liked_back = await session.scalar(
+        select(
+            exists().where(
+                Swipe.swiper_id == target_id, Swipe.target_id == user_id, Swipe.kind == "like"
+            )
+        )
+    )
+    if not liked_back:
+        await session.commit()
+        return SwipeResult(target_id=target_id, kind="like", matched=False)
+    return await _create_match(session, redis, low=low, high=high, target_id=target_id)
+
+
+async def _check_like_cap(session: AsyncSession, settings: Settings, *, user_id: int) -> None:
+    likes_today = await session.scalar(
+        select(func.count())
+        .select_from(Swipe)
+        .where(
+            Swipe.swiper_id == user_id,
+            Swipe.kind == "like",
+            Swipe.created_at > func.now() - LIKE_WINDOW,
+        )
+    )
+    if (likes_today or 0) >= settings.daily_like_cap:
+        raise RateLimited(f"at most {settings.daily_like_cap} likes a day", code="like_cap_reached")
+
+
+async def _create_match(
+    session: AsyncSession, redis: Redis, *, low: int, high: int, target_id: int
+) -> SwipeResult:
+    conversation_id = await session.scalar(
+        insert(Conversation).values(last_seq=0).returning(Conversation.id)
+    )
+    assert conversation_id is not None
+    match_id = await session.scalar(
+        pg_insert(Match)
+        .values(user_low_id=low, user_high_id=high, conversation_id=conversation_id)
+        .on_conflict_do_nothing(constraint="uq_matches_pair")
+        .returning(Match.id)
+    )
+    if match_id is None:
+        # Unreachable under the pair lock; the constraint still decides, and the conversation
+        # made above is rolled back with the transaction.
+        raise Conflict("you are already matched", code="already_matched")
+    await session.execute(
+        insert(ConversationMember),
+        [
+            {"conversation_id": conversation_id, "user_id": low},
+            {"conversation_id": conversation_id, "user_id": high},
+        ],
+    )
+    payloads = {
+        low: {"match_id": match_id, "conversation_id": conversation_id, "user_id": high},
+        high: {"match_id": match_id, "conversation_id": conversation_id, "user_id": low},
+    }
+    notified = (
+        await session.execute(
+            insert(Notification)
+            .values(
+                [
+                    {"user_id": user, "kind": MATCH_NOTIFICATION, "payload": payload}
+                    for user, payload in payloads.items()
+                ]
+            )
+            .returning(Notification.id, Notification.user_id)
+        )
+    ).all()
+    await session.commit()
+    await publish_after_commit(
+        redis,
+        events.Match(users=(low, high), cid=conversation_id),
+        *(
+            events.Notify(
+                user=user, id=notification_id, kind=MATCH_NOTIFICATION, payload=payloads[user]
+            )
+            for notification_id, user in notified
+        ),
+    )
+    return SwipeResult(
+        target_id=target_id,
+        kind="like",
+        matched=True,
+        match_id=match_id,
+        conversation_id=conversation_id,
+    )
+
+
+async def likes_received(session: AsyncSession, *, user_id: int) -> LikesReceived:
+    """People who liked ``user_id`` and are not yet answered (no swipe back), visible ones only."""
+    theirs = aliased(Swipe)
+    mine = aliased(Swipe)
+    answered = exists().where(mine.swiper_id == user_id, mine.target_id == theirs.swiper_id)
+    count = await session.scalar(
+        select(func.count())
+        .select_from(theirs)
+        .where(
+            theirs.target_id == user_id,
+            theirs.kind == "like",
+            ~answered,
+            visible_user(theirs.swiper_id.expression),
+            ~blocked_between(user_id, theirs.swiper_id.expression),
+        )
+    )
+    return LikesReceived(count=count or 0)
+
+
+async def list_matches(
+    session: AsyncSession, *, user_id: int, cursor: str | None, limit: int
+) -> MatchPage:
+    """Live matches, newest first, each with the other's card, last message and unread count.
+
+    One statement: the other person's profile, the caller's membership (unread count) and the
+    conversation's last message (``seq = last_seq``, a primary-key lookup) are joins, the photo
+    a correlated subquery; nothing runs per row in Python.
+    """
+    other_id = case((Match.user_low_id == user_id, Match.user_high_id), else_=Match.user_low_id)
+    query = (
+        select(
+            Match.id.label("match_id"),
+            Match.conversation_id,
+            Match.created_at.label("matched_at"),
+            Profile.user_id.label("other_id"),
+            Profile.display_name,
+            age_years(Profile.birth_date).label("age"),
+            primary_thumb(Profile.user_id).label("thumb"),
+            ConversationMember.unread_count,
+            Message.seq,
+            Message.sender_id,
+            Message.body,
+            Message.kind,
+            Message.created_at.label("message_at"),
+            Message.deleted_at,
+        )
+        .select_from(Match)
+        .join(Conversation, Conversation.id == Match.conversation_id)
+        .join(
+            ConversationMember,
+            and_(
+                ConversationMember.conversation_id == Conversation.id,
+                ConversationMember.user_id == user_id,
+            ),
+        )
+        .join(Profile, Profile.user_id == other_id)
+        .join(User, User.id == Profile.user_id)
+        .outerjoin(
+            Message,
+            and_(
+                Message.conversation_id == Conversation.id,
+                Message.seq == Conversation.last_seq,
+            ),
+        )
+        .where(
+            or_(Match.user_low_id == user_id, Match.user_high_id == user_id),
+            Match.unmatched_at.is_(None),
+            Conversation.closed_at.is_(None),
+            User.deleted_at.is_(None),
+            ~blocked_between(user_id, other_id),
+        )
+        .order_by(Match.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        (last_id,) = decode_cursor(cursor, (int,))
+        query = query.where(Match.id < last_id)
+    rows = (await session.execute(query)).all()
+    items = [
+        MatchItem(
+            match_id=row.match_id,
+            conversation_id=row.conversation_id,
+            matched_at=row.matched_at,
+            user=PublicCard(
+                user_id=row.other_id,
+                display_name=row.display_name,
+                age=row.age,
+                photo_thumb=row.thumb,
+            ),
+            last_message=last_message(row),
+            unread_count=row.unread_count,
+        )
+        for row in rows[:limit]
+    ]
+    next_cursor = encode_cursor([rows[limit - 1].match_id]) if len(rows) > limit else None
+    return MatchPage(items=items, next_cursor=next_cursor)
+
+
+def last_message(row: Any) -> LastMessage | None:
+    """The preview from a row with ``seq, sender_id, body, kind, message_at, deleted_at``."""
+    if row.seq is None:
+        return None
+    deleted = row.deleted_at is not None
+    return LastMessage(
+        seq=row.seq,
+        sender_id=row.sender_id,
+        body=None if deleted else row.body,
+        kind=row.kind,
+        created_at=row.message_at,
+        deleted=deleted,
+    )
+
+
+async def unmatch(session: AsyncSession, redis: Redis, *, user_id: int, match_id: int) -> None:
+    """End a live match: the conversation closes for both and the pair never meet again."""
+    row = (
+        await session.execute(
+            select(Match.user_low_id, Match.user_high_id, Match.conversation_id)
+            .where(
+                Match.id == match_id,
+                or_(Match.user_low_id == user_id, Match.user_high_id == user_id),
+                Match.unmatched_at.is_(None),
+            )
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise NotFound("no such match")
+    await session.execute(
+        update(Match)
+        .where(Match.id == match_id)
+        .values(unmatched_at=func.now(), unmatched_by=user_id)
+    )
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == row.conversation_id)
+        .values(closed_at=func.coalesce(Conversation.closed_at, func.now()))
+    )
+    await session.commit()
+    await publish_after_commit(
+        redis,
+        events.Unmatch(users=(row.user_low_id, row.user_high_id), cid=row.conversation_id),
+    )
