@@ -1,23 +1,46 @@
-"""The realtime node's composition root: builds the server from settings and runs it.
+"""The realtime node's composition root: builds every part from settings, serves, shuts down.
 
-Minimal for now: a `websockets` server on uvloop that answers ``/healthz`` through the handshake
-hook and stops cleanly on SIGTERM/SIGINT. The realtime issues fill in protocol, hub, broker,
-presence and persistence behind this root.
+Builds, in order: the key set (public keys only), the asyncpg pool (lazy, so the node starts
+with PostgreSQL down), the store and batch writer, the hub, the Redis broker and the node that
+ties them together; then serves WebSockets (uvloop, ``websockets``) with plain HTTP routes
+answered in the handshake hook. Every background task is owned by a part that cancels and
+awaits it; shutdown goes the other way: flush the batch writer, close sockets with
+``GOING_AWAY``, stop the broker, close the pool.
+
+Seams for the next issue: ``/readyz`` and ``/metrics`` go into :func:`process_request`; the
+safety events consumer, presence and the SIGTERM drain plug into :class:`Services`. This module
+must not import FastAPI, SQLAlchemy or ``common.models`` (a test checks ``sys.modules``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import logging
+import os
+import secrets
 import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from websockets.asyncio.server import ServerConnection, serve
+import asyncpg
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from common.codes import Close
 from common.logs import setup_logging
 from common.settings import Settings
+from common.tokens import keyset_from_settings
+from realtime.batch import BatchWriter
+from realtime.broker import RedisBroker
+from realtime.connection import Connection
+from realtime.hub import Hub
+from realtime.node import Node
+from realtime.protocol import Config
+from realtime.store import Store, create_pool
 
 log = logging.getLogger("realtime.server")
 
@@ -30,34 +53,137 @@ def _plain(status: http.HTTPStatus, body: str) -> Response:
     return Response(status.value, status.phrase, headers, payload)
 
 
-def process_request(connection: ServerConnection, request: Request) -> Response | None:
-    """Answer plain HTTP routes before the WebSocket handshake."""
-    if request.path == "/healthz":
-        return _plain(http.HTTPStatus.OK, "ok\n")
-    return None
+def make_process_request(
+    allowed_origins: list[str],
+) -> Callable[[ServerConnection, Request], Response | None]:
+    """Plain HTTP routes and the Origin allow-list, answered before the WebSocket handshake."""
+    allowed = frozenset(allowed_origins)
+
+    def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        if request.path == "/healthz":
+            return _plain(http.HTTPStatus.OK, "ok\n")
+        origin = request.headers.get("Origin")
+        # Browsers always send Origin; native clients send none and are not subject to CORS.
+        if origin is not None and origin not in allowed:
+            return _plain(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
+        return None
+
+    return process_request
 
 
-async def handle(connection: ServerConnection) -> None:
-    await connection.close(1011, "not implemented")
+def make_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def protocol_config(settings: Settings, node_id: str) -> Config:
+    return Config(
+        node_id=node_id,
+        max_frame_bytes=settings.max_frame_bytes,
+        max_body_chars=settings.max_body_chars,
+        rate_per_s=settings.rate_per_s,
+        rate_burst=settings.rate_burst,
+        auth_timeout_s=settings.auth_timeout_s,
+        reauth_before_s=settings.reauth_before_s,
+        heartbeat_s=settings.heartbeat_s,
+        sync_page_size=settings.sync_page_size,
+    )
+
+
+@dataclass
+class Services:
+    """Everything the node runs, in build order (shut down in reverse)."""
+
+    pool: asyncpg.Pool[asyncpg.Record]
+    writer: BatchWriter
+    broker: RedisBroker
+    node: Node
+
+    @classmethod
+    async def build(cls, settings: Settings) -> Services:
+        node_id = settings.node_id or make_node_id()
+        timeout = settings.realtime_io_timeout_s
+        keys = keyset_from_settings(settings, with_private=False)
+        pool = await create_pool(
+            settings.asyncpg_dsn, max_size=settings.db_pool_size, timeout_s=timeout
+        )
+        hub = Hub(max_per_user=settings.max_connections_per_user)
+        broker = RedisBroker(
+            settings.redis_url,
+            node_id=node_id,
+            address=settings.realtime_public_url,
+            route_ttl_s=settings.presence_ttl_s,
+            timeout_s=timeout,
+            local_users=hub.users,
+            stats=lambda: (hub.socket_count, hub.user_count),
+        )
+        writer = BatchWriter(
+            pool, batch_max=settings.batch_max, timeout_s=timeout, on_done=lambda _o: None
+        )
+        node = Node(
+            config=protocol_config(settings, node_id),
+            keys=keys,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            hub=hub,
+            broker=broker,
+            store=Store(pool, timeout_s=timeout),
+            writer=writer,
+            high_water=settings.outbound_high_water,
+        )
+        writer.on_done = node.on_outcomes
+        return cls(pool=pool, writer=writer, broker=broker, node=node)
+
+    def start(self) -> None:
+        self.writer.start()
+        self.broker.start(self.node.on_remote)
+
+    async def stop(self, server: Server, *, timeout_s: float) -> None:
+        await self.writer.stop(drain_timeout_s=timeout_s)
+        server.close(close_connections=True, code=Close.GOING_AWAY, reason="node stopping")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), timeout_s)
+        await self.broker.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pool.close(), timeout_s)
 
 
 async def run(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop accepting and close connections."""
+    """Serve until SIGTERM or SIGINT, then shut down in order."""
     setup_logging(settings.log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with serve(
+    services = await Services.build(settings)
+    node = services.node
+
+    async def handle(ws: ServerConnection) -> None:
+        await Connection(ws, node).run()
+
+    server = await serve(
         handle,
         settings.realtime_host,
         settings.realtime_port,
-        process_request=process_request,
+        process_request=make_process_request(settings.allowed_origins),
         max_size=settings.max_frame_bytes,
         compression="deflate" if settings.ws_compression else None,
-    ):
-        log.info(
-            "listening", extra={"host": settings.realtime_host, "port": settings.realtime_port}
-        )
+        ping_interval=settings.heartbeat_s,
+        ping_timeout=settings.heartbeat_s,
+        close_timeout=settings.realtime_io_timeout_s * 2,
+        reuse_port=settings.realtime_reuse_port or None,
+        server_header=None,
+    )
+    services.start()
+    log.info(
+        "listening",
+        extra={
+            "host": settings.realtime_host,
+            "port": settings.realtime_port,
+            "node": node.node_id,
+        },
+    )
+    try:
         await stop.wait()
-        log.info("stopping")
+    finally:
+        log.info("stopping", extra={"node": node.node_id})
+        await services.stop(server, timeout_s=settings.realtime_io_timeout_s * 2)

@@ -1,0 +1,294 @@
+"""Everything a realtime node asks Redis: routes, delivery streams, token versions, heartbeat.
+
+Owns cross-node delivery. Routes say which nodes hold a user's sockets: a sorted set per user
+(``mm:user:<id>:routes``, node id scored by the time the entry expires), refreshed by this
+node's heartbeat, so a dead node's routes expire by themselves. :meth:`RedisBroker.publish`
+never awaits: deliveries queue and one publisher task sends everything queued in the same loop
+tick as ONE pipelined round trip; a Lua script per delivery reads the recipients' routes and
+XADDs one entry (recipient ids + the frame, encoded once) to each other node's stream. Each node
+reads its own stream with XREAD BLOCK from its last id, trims what it has read, and on a lost
+connection backs off, reconnects and resumes from the same id.
+
+Exceptions: nothing above this module catches a redis exception type; Redis failures become
+:class:`BrokerUnavailable` (for calls whose caller decides) or are logged and retried (the
+background loops). It must not touch PostgreSQL or sockets (it hands entries to ``on_delivery``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Final, Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from common import cluster
+from common.rediskeys import delivery_stream, get_token_version, set_token_version
+
+log = logging.getLogger("realtime.broker")
+
+#: Approximate cap of a delivery stream (a dead node's stream stops growing here).
+STREAM_MAXLEN: Final = 100_000
+MAX_PENDING: Final = 200_000
+_FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+
+# KEYS: route sets of the recipients. ARGV: now, own node id, stream key prefix and suffix,
+# maxlen, frame, then one user id per key. One XADD per other node hosting any recipient.
+FANOUT_LUA: Final = """
+local now, me, pre, post, maxlen, frame = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local targets, order = {}, {}
+for i, key in ipairs(KEYS) do
+  for _, node in ipairs(redis.call('ZRANGE', key, now, '+inf', 'BYSCORE')) do
+    if node ~= me then
+      if targets[node] == nil then targets[node] = {}; order[#order + 1] = node end
+      local t = targets[node]
+      t[#t + 1] = ARGV[6 + i]
+    end
+  end
+end
+for _, node in ipairs(order) do
+  redis.call('XADD', pre .. node .. post, 'MAXLEN', '~', maxlen, '*',
+             'u', table.concat(targets[node], ','), 'f', frame)
+end
+return #order
+"""
+
+
+def route_key(user_id: int) -> str:
+    """Sorted set of node ids hosting ``user_id``'s sockets, scored by expiry (epoch s)."""
+    return f"mm:user:{user_id}:routes"
+
+
+class BrokerUnavailable(Exception):
+    """Redis could not answer."""
+
+
+OnDelivery = Callable[[Sequence[int], bytes], None]
+
+
+class Broker(Protocol):
+    """The node's view of Redis; a test or another transport can stand behind it."""
+
+    def start(self, on_delivery: OnDelivery) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def publish(self, users: Sequence[int], data: bytes) -> None:
+        """Deliver ``data`` to ``users``' sockets on other nodes; never awaits."""
+
+    async def add_route(self, user_id: int) -> bool: ...
+
+    async def remove_route(self, user_id: int) -> bool: ...
+
+    async def token_version(self, user_id: int) -> int | None:
+        """Raise :class:`BrokerUnavailable` when Redis cannot say."""
+
+    async def cache_token_version(self, user_id: int, version: int) -> None: ...
+
+
+class RedisBroker:
+    def __init__(
+        self,
+        url: str,
+        *,
+        node_id: str,
+        address: str,
+        route_ttl_s: float,
+        timeout_s: float,
+        local_users: Callable[[], Iterable[int]],
+        stats: Callable[[], tuple[int, int]],
+        block_ms: int = 1000,
+    ) -> None:
+        self.node_id, self.address = node_id, address
+        self.route_ttl_s, self.timeout_s, self.block_ms = route_ttl_s, timeout_s, block_ms
+        self.local_users, self.stats = local_users, stats
+        self.stream = delivery_stream(node_id)
+        self._pre, self._post = delivery_stream("\0").split("\0")
+        self.redis = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        # XREAD BLOCK holds its connection: a client of its own, with a longer socket timeout.
+        self._reader = Redis.from_url(
+            url, socket_timeout=block_ms / 1000 + timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._script = self.redis.register_script(FANOUT_LUA)
+        self._pending: list[tuple[Sequence[int], bytes]] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._on_delivery: OnDelivery = lambda users, data: None
+        self.started_at = time.time()
+        self.published = self.dropped = self.received = 0
+        self.last_id = f"{int(self.started_at * 1000)}-0"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, on_delivery: OnDelivery) -> None:
+        self._on_delivery = on_delivery
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name="broker-reader"),
+            asyncio.create_task(self._publish_loop(), name="broker-publisher"),
+            asyncio.create_task(self._heartbeat_loop(), name="broker-heartbeat"),
+        ]
+
+    async def close(self) -> None:
+        """Stop the loops, withdraw this node's routes and heartbeat, close the clients."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        with contextlib.suppress(*_FAILURES):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user in self.local_users():
+                    pipe.zrem(route_key(user), self.node_id)
+                pipe.delete(self.stream)
+                await asyncio.wait_for(pipe.execute(), self.timeout_s)
+            await asyncio.wait_for(cluster.remove_node(self.redis, self.node_id), self.timeout_s)
+        await self.redis.aclose()
+        await self._reader.aclose()
+
+    # -- routes and token versions -------------------------------------------------------------
+
+    async def add_route(self, user_id: int) -> bool:
+        """Announce that this node hosts ``user_id``; False (logged) when Redis is down."""
+        try:
+            await asyncio.wait_for(self._route_pipeline([user_id]), self.timeout_s)
+            return True
+        except _FAILURES as exc:
+            log.warning("route add failed", extra={"error": type(exc).__name__})
+            return False
+
+    async def remove_route(self, user_id: int) -> bool:
+        try:
+            await asyncio.wait_for(
+                self.redis.zrem(route_key(user_id), self.node_id), self.timeout_s
+            )
+            return True
+        except _FAILURES as exc:
+            log.warning("route remove failed", extra={"error": type(exc).__name__})
+            return False
+
+    async def _route_pipeline(self, users: Iterable[int]) -> None:
+        expiry = time.time() + self.route_ttl_s
+        ttl_ms = int(self.route_ttl_s * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user in users:
+                key = route_key(user)
+                pipe.zadd(key, {self.node_id: expiry})
+                pipe.pexpire(key, ttl_ms)
+            await pipe.execute()
+
+    async def token_version(self, user_id: int) -> int | None:
+        try:
+            return await asyncio.wait_for(get_token_version(self.redis, user_id), self.timeout_s)
+        except _FAILURES as exc:
+            raise BrokerUnavailable(type(exc).__name__) from exc
+
+    async def cache_token_version(self, user_id: int, version: int) -> None:
+        """Fill the cache after reading PostgreSQL; a failure only costs a later re-read."""
+        with contextlib.suppress(*_FAILURES):
+            await asyncio.wait_for(set_token_version(self.redis, user_id, version), self.timeout_s)
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def publish(self, users: Sequence[int], data: bytes) -> None:
+        if not users:
+            return
+        if len(self._pending) >= MAX_PENDING:
+            # Redis is far behind: drop (committed messages still reach recipients via sync).
+            self.dropped += 1
+            return
+        self._pending.append((users, data))
+        self._wake.set()
+
+    async def _publish_loop(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            batch, self._pending = self._pending, []
+            try:
+                await asyncio.wait_for(self._publish(batch), self.timeout_s)
+                self.published += len(batch)
+                backoff = 0.05
+            except _FAILURES as exc:
+                self.dropped += len(batch)
+                log.warning("publish failed", extra={"error": type(exc).__name__, "n": len(batch)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _publish(self, batch: list[tuple[Sequence[int], bytes]]) -> None:
+        now = str(time.time())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for users, data in batch:
+                await self._script(
+                    keys=[route_key(u) for u in users],
+                    args=[now, self.node_id, self._pre, self._post, STREAM_MAXLEN, data, *users],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def _read_loop(self) -> None:
+        backoff, last_trim = 0.05, 0.0
+        while True:
+            try:
+                reply = await self._reader.xread(
+                    {self.stream: self.last_id}, count=1000, block=self.block_ms
+                )
+                backoff = 0.05
+            except _FAILURES as exc:
+                log.warning("stream read failed", extra={"error": type(exc).__name__})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            for entry_id, fields in _entries(reply):
+                self.last_id = entry_id
+                self.received += 1
+                try:
+                    users = [int(u) for u in fields[b"u"].split(b",")]
+                    self._on_delivery(users, fields[b"f"])
+                except Exception:
+                    log.exception("bad delivery entry")
+            now = time.monotonic()
+            if now - last_trim >= 1.0:
+                last_trim = now
+                # Entries before the last one read are done with: a single reader per stream.
+                with contextlib.suppress(*_FAILURES):
+                    await self.redis.xtrim(self.stream, minid=self.last_id, approximate=True)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.route_ttl_s / 3
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self._route_pipeline(list(self.local_users())), self.timeout_s
+                )
+                connections, users = self.stats()
+                now = time.time()
+                info = cluster.NodeInfo(
+                    id=self.node_id,
+                    address=self.address,
+                    started_at=self.started_at,
+                    heartbeat_at=now,
+                    connections=connections,
+                    users=users,
+                )
+                await asyncio.wait_for(
+                    cluster.publish_heartbeat(self.redis, info, ttl_s=self.route_ttl_s),
+                    self.timeout_s,
+                )
+            except _FAILURES as exc:
+                log.warning("heartbeat failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(interval)
+
+
+def _entries(reply: Any) -> Iterator[tuple[str, dict[bytes, bytes]]]:
+    """The entries of an XREAD reply, whichever RESP version shaped it."""
+    streams = reply.items() if isinstance(reply, dict) else (reply or [])
+    for _name, entries in streams:
+        for entry_id, fields in entries:
+            yield (entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)), fields

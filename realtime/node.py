@@ -1,0 +1,200 @@
+"""The node's services as one connection sees them: authenticate, attach, persist, deliver, sync.
+
+Owns the glue between a connection and the node's parts: it verifies tokens (``common.tokens``
+with public keys only, the token version from Redis, else PostgreSQL, then cached), turns
+committed batch outcomes into acks and ``msg``/``read`` frames (encoded once, written to local
+sockets directly and handed to the broker for other nodes), and relays typing. It never awaits
+on a socket (that is :mod:`realtime.connection`) and never touches a redis or asyncpg exception
+type (the broker and store translate them).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from common import wire
+from common.codes import Close
+from common.tokens import Claims, KeySet, TokenError, verify_token
+from realtime.batch import BatchWriter, Outcome
+from realtime.broker import Broker, BrokerUnavailable
+from realtime.domain import (
+    Memberships,
+    ReadOutcome,
+    ReadRequest,
+    Replier,
+    SendOutcome,
+    SendRequest,
+    StoredMessage,
+)
+from realtime.hub import Hub, Socket
+from realtime.protocol import Config, TypingAction
+from realtime.store import Store, StoreUnavailable
+
+log = logging.getLogger("realtime.node")
+
+#: Token errors that mean "get a fresh token"; every other one is terminal.
+_TOKEN_CLOSE = {"expired": Close.TOKEN_EXPIRED, "revoked": Close.REVOKED}
+
+
+class Closable(Socket, Replier, Protocol):
+    """A connection as the node tracks it."""
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        keys: KeySet,
+        audience: str,
+        issuer: str,
+        hub: Hub,
+        broker: Broker,
+        store: Store,
+        writer: BatchWriter,
+        high_water: int,
+    ) -> None:
+        self.config, self.keys, self.audience, self.issuer = config, keys, audience, issuer
+        self.hub, self.broker, self.store, self.writer = hub, broker, store, writer
+        self.high_water = high_water
+        self.connections: set[Closable] = set()
+        self._sessions = itertools.count(1)
+        self.slow_consumer_closes = 0
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    def new_session(self) -> str:
+        return f"{self.node_id}.{next(self._sessions)}"
+
+    # -- authentication ----------------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> tuple[Claims, Memberships | None] | Close:
+        """Claims and the membership cache (None if PostgreSQL is down), or a close code."""
+        try:
+            claims = verify_token(token, self.keys, audience=self.audience, issuer=self.issuer)
+        except TokenError as exc:
+            return _TOKEN_CLOSE.get(exc.code, Close.BAD_TOKEN)
+        user = claims.user_id
+        redis_up = True
+        try:
+            version = await self.broker.token_version(user)
+        except BrokerUnavailable:
+            version, redis_up = None, False
+        try:
+            state = await self.store.user_state(user)
+            db_up = True
+        except StoreUnavailable:
+            state, db_up = None, False
+        if db_up and (state is None or state.disabled):
+            return Close.ACCOUNT_DISABLED
+        if version is None:
+            if state is None:
+                return Close.UNAVAILABLE
+            version = state.token_version
+            if redis_up:
+                await self.broker.cache_token_version(user, version)
+        if claims.token_version != version:
+            return Close.REVOKED
+        return claims, (await self.memberships(user) if db_up else None)
+
+    async def memberships(self, user: int) -> Memberships | None:
+        try:
+            return await self.store.memberships(user)
+        except StoreUnavailable:
+            return None
+
+    # -- connections -------------------------------------------------------------------------
+
+    def attach(self, conn: Closable) -> bool | None:
+        """Index an authenticated socket (see :meth:`Hub.add`)."""
+        first = self.hub.add(conn)
+        if first is not None:
+            self.connections.add(conn)
+        return first
+
+    async def detach(self, conn: Closable) -> None:
+        self.connections.discard(conn)
+        if self.hub.remove(conn):
+            await self.broker.remove_route(conn.user_id)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for conn in tuple(self.connections):
+            conn.close(code, reason)
+
+    # -- the write path ----------------------------------------------------------------------
+
+    def submit(self, request: SendRequest | ReadRequest, reply: Replier) -> None:
+        self.writer.submit(request, reply)
+
+    def on_outcomes(self, outcomes: list[Outcome]) -> None:
+        """After a commit: ack or refuse each request, then fan out what was stored."""
+        for outcome in outcomes:
+            if isinstance(outcome, SendOutcome):
+                outcome.reply.send_finished(outcome)
+                if outcome.stored is not None:
+                    self._fan_out_message(outcome)
+            else:
+                outcome.reply.read_finished(outcome)
+                if outcome.error is None:
+                    self._fan_out_read(outcome)
+
+    def _fan_out_message(self, outcome: SendOutcome) -> None:
+        # A resend is delivered again too: delivery is at-least-once and clients dedupe by
+        # (cid, seq), and it repairs a fan-out lost to a crash between commit and publish.
+        request, stored = outcome.request, outcome.stored
+        assert stored is not None
+        frame = wire.Msg(
+            cid=request.cid,
+            seq=stored.seq,
+            id=stored.id,
+            sender=request.sender,
+            cmid=request.cmid,
+            body=request.body,
+            kind=request.kind,
+            time=stored.time_ms,
+        )
+        users = (request.sender, *request.peers)
+        self.deliver(users, wire.encode(frame), exclude=outcome.reply)
+
+    def _fan_out_read(self, outcome: ReadOutcome) -> None:
+        request = outcome.request
+        frame = wire.ReadReceipt(cid=request.cid, user=request.user, seq=outcome.seq)
+        self.deliver(request.peers, wire.encode(frame))
+
+    def typing(self, action: TypingAction) -> None:
+        self.deliver(action.peers, action.data)
+
+    def deliver(self, users: Sequence[int], data: bytes, exclude: object = None) -> None:
+        """Local sockets now, other nodes through the broker (same bytes everywhere)."""
+        self.hub.deliver(users, data, exclude=exclude)
+        self.broker.publish(users, data)
+
+    def on_remote(self, users: Sequence[int], data: bytes) -> None:
+        """An entry of this node's delivery stream."""
+        self.hub.deliver(users, data)
+
+    async def sync(
+        self, user: int, positions: dict[int, int], limit: int
+    ) -> tuple[list[StoredMessage], bool] | None:
+        try:
+            return await self.store.sync_page(user, positions, limit)
+        except StoreUnavailable:
+            return None
+
+    def local_users(self) -> Iterable[int]:
+        return self.hub.users()
+
+    def stats(self) -> tuple[int, int]:
+        return self.hub.socket_count, self.hub.user_count
+
+    @staticmethod
+    def now() -> float:
+        return time.time()

@@ -1,0 +1,165 @@
+"""PostgreSQL reads of a realtime node (asyncpg, hand-written SQL): users, memberships, sync.
+
+Owns the asyncpg pool's read queries and the translation of asyncpg's failures: anything that
+means "the database cannot be reached" becomes :class:`StoreUnavailable`, so no caller above
+this module (or :mod:`realtime.batch`) catches an asyncpg exception type. It must not import the
+ORM (``common.models``): a test prepares every statement here against the migrated schema and
+checks :data:`COLUMNS` against the models.
+
+Exceptions::
+
+    StoreUnavailable   PostgreSQL unreachable, shutting down, out of connections or timed out
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import asyncpg
+
+from realtime.domain import Memberships, StoredMessage, UserState
+
+#: asyncpg/OS failures that mean "try again later" rather than "this request is wrong".
+UNAVAILABLE_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+#: Every table and column the realtime SQL touches (checked against common.models by a test).
+COLUMNS: Final = {
+    "users": {"id", "token_version", "is_active", "banned_until", "deleted_at"},
+    "conversations": {"id", "last_seq", "last_message_at", "closed_at"},
+    "conversation_members": {"conversation_id", "user_id", "last_read_seq", "unread_count"},
+    "messages": {
+        "conversation_id",
+        "seq",
+        "id",
+        "sender_id",
+        "cmid",
+        "body",
+        "kind",
+        "created_at",
+        "deleted_at",
+    },
+    "blocks": {"blocker_id", "blocked_id"},
+}
+
+USER_SQL: Final = """
+SELECT token_version,
+       (NOT is_active OR deleted_at IS NOT NULL OR coalesce(banned_until > now(), false))
+FROM users WHERE id = $1
+"""
+
+MEMBERSHIPS_SQL: Final = """
+SELECT me.conversation_id,
+       coalesce(array_agg(other.user_id) FILTER (WHERE other.user_id IS NOT NULL), '{}')
+FROM conversation_members me
+JOIN conversations c ON c.id = me.conversation_id AND c.closed_at IS NULL
+LEFT JOIN conversation_members other
+       ON other.conversation_id = me.conversation_id AND other.user_id <> me.user_id
+WHERE me.user_id = $1
+GROUP BY me.conversation_id
+"""
+
+# Symmetric, as api/services/relations.py: either direction hides the two from each other.
+BLOCKS_SQL: Final = """
+SELECT blocked_id FROM blocks WHERE blocker_id = $1
+UNION
+SELECT blocker_id FROM blocks WHERE blocked_id = $1
+"""
+
+# One page across conversations, in (conversation, seq) order; the membership and open state are
+# checked again here so a stale cache can never leak history.
+SYNC_SQL: Final = """
+SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.cmid, m.body, m.kind,
+       (extract(epoch FROM m.created_at) * 1000)::bigint, m.deleted_at IS NOT NULL
+FROM unnest($1::bigint[], $2::bigint[]) AS p(cid, after)
+JOIN conversation_members cm ON cm.conversation_id = p.cid AND cm.user_id = $4
+JOIN conversations c ON c.id = p.cid AND c.closed_at IS NULL
+CROSS JOIN LATERAL (
+    SELECT * FROM messages x
+    WHERE x.conversation_id = p.cid AND x.seq > p.after
+    ORDER BY x.seq LIMIT $3
+) m
+ORDER BY m.conversation_id, m.seq
+LIMIT $3
+"""
+
+STATEMENTS: Final = (USER_SQL, MEMBERSHIPS_SQL, BLOCKS_SQL, SYNC_SQL)
+
+
+class StoreUnavailable(Exception):
+    """PostgreSQL could not answer; nothing was read or written."""
+
+
+async def create_pool(dsn: str, *, max_size: int, timeout_s: float) -> asyncpg.Pool[asyncpg.Record]:
+    """A lazy pool (``min_size=0``): the node starts and keeps its sockets with PostgreSQL down."""
+    return await asyncpg.create_pool(
+        dsn, min_size=0, max_size=max_size, timeout=timeout_s, command_timeout=timeout_s
+    )
+
+
+class Store:
+    """Reads for authentication, membership caches and sync."""
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], *, timeout_s: float) -> None:
+        self.pool, self.timeout_s = pool, timeout_s
+
+    async def user_state(self, user_id: int) -> UserState | None:
+        """``None`` when the user does not exist."""
+        try:
+            async with self.pool.acquire(timeout=self.timeout_s) as con:
+                row = await con.fetchrow(USER_SQL, user_id)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        return None if row is None else UserState(int(row[0]), bool(row[1]))
+
+    async def memberships(self, user_id: int) -> Memberships:
+        try:
+            async with self.pool.acquire(timeout=self.timeout_s) as con:
+                rows = await con.fetch(MEMBERSHIPS_SQL, user_id)
+                blocked = await con.fetch(BLOCKS_SQL, user_id)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        return Memberships(
+            peers={int(r[0]): tuple(int(u) for u in r[1]) for r in rows},
+            blocked=frozenset(int(r[0]) for r in blocked),
+            loaded_at=time.time(),
+        )
+
+    async def sync_page(
+        self, user_id: int, positions: dict[int, int], limit: int
+    ) -> tuple[list[StoredMessage], bool]:
+        """Up to ``limit`` messages after ``positions``; True when nothing more is waiting."""
+        if not positions:
+            return [], True
+        cids: Sequence[int] = list(positions)
+        after = [positions[cid] for cid in cids]
+        try:
+            async with self.pool.acquire(timeout=self.timeout_s) as con:
+                rows = await con.fetch(SYNC_SQL, cids, after, limit + 1, user_id)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        messages = [
+            StoredMessage(
+                cid=r[0],
+                seq=r[1],
+                id=r[2],
+                sender=r[3],
+                cmid=r[4],
+                body=r[5],
+                kind=r[6],
+                time_ms=r[7],
+                deleted=r[8],
+            )
+            for r in rows[:limit]
+        ]
+        return messages, len(rows) <= limit
