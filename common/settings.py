@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     sync_page_size: Annotated[int, Field(ge=1, le=1000)] = 200
     presence_ttl_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     presence_grace_s: Annotated[float, Field(ge=0, le=600)] = 5.0
+    # Several realtime processes on one port (SO_REUSEPORT); each is its own node.
+    realtime_reuse_port: bool = False
+    # Bound on every Redis/PostgreSQL call of a realtime node.
+    realtime_io_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
