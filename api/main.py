@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api.errors import install_error_handlers
-from api.routes import auth, conversations, discovery, health, matches
+from api.routes import auth, conversations, discovery, health, interests, matches, photos, profiles
 from api.state import AppState
 from common.db import make_engine, make_sessionmaker
 from common.logs import setup_logging
@@ -52,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(auth.router)
+    app.include_router(profiles.router)
+    app.include_router(interests.router)
+    app.include_router(photos.router)
     app.include_router(discovery.router)
     app.include_router(matches.router)
     app.include_router(conversations.router)
