@@ -39,7 +39,7 @@ from common.settings import Settings
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
-def get_pool(settings: SettingsDep) -> PasswordPool:
+async def get_pool(settings: SettingsDep) -> PasswordPool:
     return pool_for(threads=settings.password_hash_threads, wait_s=settings.password_hash_wait_s)
 
 

@@ -56,6 +56,14 @@ def access_token_for(user: User, *, settings: Settings, keys: KeySet) -> str:
     )
 
 
+def _pair(user: User, refresh_token: str, *, settings: Settings, keys: KeySet) -> TokenPair:
+    return TokenPair(
+        access_token=access_token_for(user, settings=settings, keys=keys),
+        refresh_token=refresh_token,
+        expires_in=settings.access_token_ttl_s,
+    )
+
+
 async def start_session(
     session: AsyncSession, *, user: User, settings: Settings, keys: KeySet
 ) -> TokenPair:
@@ -63,11 +71,7 @@ async def start_session(
     token, row = _new_row(user.id, uuid.uuid4(), settings.refresh_token_ttl_s)
     session.add(row)
     await session.flush()
-    return TokenPair(
-        access_token=access_token_for(user, settings=settings, keys=keys),
-        refresh_token=token,
-        expires_in=settings.access_token_ttl_s,
-    )
+    return _pair(user, token, settings=settings, keys=keys)
 
 
 async def rotate(
@@ -95,11 +99,7 @@ async def rotate(
     new_token, new_row = _new_row(user.id, row.family_id, settings.refresh_token_ttl_s)
     session.add(new_row)
     await session.commit()
-    return TokenPair(
-        access_token=access_token_for(user, settings=settings, keys=keys),
-        refresh_token=new_token,
-        expires_in=settings.access_token_ttl_s,
-    )
+    return _pair(user, new_token, settings=settings, keys=keys)
 
 
 async def revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
