@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     password_hash_wait_s: Annotated[float, Field(gt=0, le=60)] = 10.0
     login_pair_max: Annotated[int, Field(ge=1)] = 10  # per (account, IP) and window
     login_ip_max: Annotated[int, Field(ge=1)] = 100  # per IP and window, any account
+    # per account and window, counted only from addresses that never logged in to it
+    login_account_max: Annotated[int, Field(ge=1)] = 50
     login_window_s: Annotated[int, Field(ge=1, le=24 * 3600)] = 900
     register_ip_max: Annotated[int, Field(ge=1)] = 30  # per IP and hour
     email_code_ttl_s: Annotated[int, Field(ge=60, le=24 * 3600)] = 900

@@ -6,9 +6,11 @@ and the route queues it. Every change of ``users.token_version`` goes through
 :func:`bump_token_version` + :func:`announce_token_version` (after the commit), so old access
 tokens die in the API (compared with the database) and on realtime nodes (Redis key + event).
 
-Login throttling cannot lock a victim out: the per-account budget is per (account, client IP)
-pair, so failures from an attacker's address never refuse the owner's; a second, larger budget
-per IP slows one address spraying many accounts.
+Login throttling cannot lock a victim out: the tight budget is per (account, client IP) pair, so
+failures from an attacker's address never refuse the owner's; a larger budget per IP slows one
+address spraying many accounts; and a per-account budget against many-address (botnet) guessing
+counts only addresses that never logged in to the account, so the owner's usual addresses are
+never refused by it (a new address can still use password reset).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from common.rediskeys import set_token_version
 from common.settings import Settings
 
 VERIFY_EMAIL, RESET_PASSWORD = "verify_email", "reset_password"
+#: How long an address that logged in successfully stays exempt from the per-account budget.
+KNOWN_ADDRESS_TTL_S = 30 * 24 * 3600
 
 
 def _now() -> dt.datetime:
@@ -58,6 +62,15 @@ def _secret_hash(settings: Settings, purpose: str, user_id: int, secret: str) ->
     """Keyed with the server secret: a leaked table does not reveal 6-digit codes offline."""
     message = f"{purpose}:{user_id}:{secret}".encode()
     return hmac.new(settings.secret_key.encode(), message, hashlib.sha256).digest()
+
+
+def _known_key(account: str) -> str:
+    """Redis set of (hashed) addresses that have logged in to this account before."""
+    return f"mm:login:known:{account}"
+
+
+def _address_key(ip: str) -> str:
+    return hashlib.sha256(ip.encode()).hexdigest()[:16]
 
 
 async def find_by_email(session: AsyncSession, email: str) -> User | None:
@@ -100,15 +113,24 @@ async def authenticate(
     ip: str,
 ) -> User:
     """The user these credentials belong to, or 401 ``invalid_credentials`` (same for unknown)."""
-    window = settings.login_window_s
+    window, account = settings.login_window_s, email_key(email)
     await limit(redis, f"login:ip:{ip}", max_hits=settings.login_ip_max, window_s=window)
-    pair_key = f"login:pair:{email_key(email)}:{ip}"
+    pair_key = f"login:pair:{account}:{ip}"
     await limit(redis, pair_key, max_hits=settings.login_pair_max, window_s=window)
+    known_key, address = _known_key(account), _address_key(ip)
+    if not await redis.sismember(known_key, address):
+        await limit(
+            redis, f"login:acct:{account}", max_hits=settings.login_account_max, window_s=window
+        )
     user = await find_by_email(session, email)
     ok = await pool.verify_or_dummy(user.password_hash if user else None, password)
     if user is None or not ok or not user.is_active:
         raise NotAuthenticated("email or password is wrong", code="invalid_credentials")
     await reset(redis, pair_key)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.sadd(known_key, address)
+        pipe.expire(known_key, KNOWN_ADDRESS_TTL_S)
+        await pipe.execute()
     if user.banned_until is not None and user.banned_until > _now():
         raise Forbidden("account banned", code="banned")
     if needs_rehash(user.password_hash):
