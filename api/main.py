@@ -13,7 +13,19 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api.errors import install_error_handlers
-from api.routes import auth, conversations, discovery, health, interests, matches, photos, profiles
+from api.routes import (
+    admin,
+    auth,
+    conversations,
+    discovery,
+    health,
+    interests,
+    matches,
+    notifications,
+    photos,
+    profiles,
+    safety,
+)
 from api.state import AppState
 from common.db import make_engine, make_sessionmaker
 from common.logs import setup_logging
@@ -58,6 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(discovery.router)
     app.include_router(matches.router)
     app.include_router(conversations.router)
+    app.include_router(safety.router)
+    app.include_router(notifications.router)
+    app.include_router(admin.router)
     return app
 
 

@@ -1,0 +1,161 @@
+"""Persisted notifications: creating them (block-aware), listing, read marks, deletion.
+
+Owns the ``notifications`` table for every area. Convention: ``payload["user_id"]`` names the
+other person a notification is about (the liker, the match, the sender); a block between the
+recipient and that person means the notification is not created, not listed and, at the block,
+deleted. Creation joins the caller's transaction; the caller commits, then calls
+:func:`push` so connected clients get it live (``Notify`` on the safety stream). Messages
+received live get no notification: the realtime server decides that, it only calls in here
+(or writes the same row) for recipients who were offline.
+
+Must not: commit on behalf of a caller's transaction, or publish before the commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from sqlalchemy import BigInteger, ColumnElement, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.errors import NotFound
+from api.schemas.discovery import decode_cursor, encode_cursor
+from api.schemas.notifications import MarkedRead, NotificationOut, NotificationPage, UnreadCount
+from api.services.matching import publish_after_commit
+from api.services.relations import blocked_between, is_blocked_between
+from common import events
+from common.models import Notification
+
+KINDS: Final = ("new_match", "new_like", "message", "system")
+
+
+def _about() -> ColumnElement[int]:
+    """The person a notification row is about (NULL when it names nobody)."""
+    about: ColumnElement[int] = Notification.payload["user_id"].astext.cast(BigInteger)
+    return about
+
+
+def _visible(user_id: int) -> ColumnElement[bool]:
+    return (Notification.user_id == user_id) & ~blocked_between(user_id, _about())
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    about_user_id: int | None = None,
+) -> events.Notify | None:
+    """Add a notification in the caller's transaction; returns the event to :func:`push` after
+    the commit, or None when a block between ``user_id`` and ``about_user_id`` forbids it."""
+    body = dict(payload or {})
+    if about_user_id is not None:
+        if await is_blocked_between(session, user_id, about_user_id):
+            return None
+        body["user_id"] = about_user_id
+    notification_id = await session.scalar(
+        insert(Notification)
+        .values(user_id=user_id, kind=kind, payload=body)
+        .returning(Notification.id)
+    )
+    assert notification_id is not None
+    return events.Notify(user=user_id, id=notification_id, kind=kind, payload=body)
+
+
+async def push(redis: Redis, *created: events.Notify | None) -> None:
+    """Publish created notifications for live delivery; call after the commit."""
+    ready = [item for item in created if item is not None]
+    if ready:
+        await publish_after_commit(redis, *ready)
+
+
+async def forget_between(session: AsyncSession, a: int, b: int) -> None:
+    """Delete what each of ``a`` and ``b`` was notified about the other (at a block)."""
+    await session.execute(
+        delete(Notification).where(
+            ((Notification.user_id == a) & (_about() == b))
+            | ((Notification.user_id == b) & (_about() == a))
+        )
+    )
+
+
+def _out(row: Notification) -> NotificationOut:
+    return NotificationOut(
+        id=row.id,
+        kind=row.kind,
+        payload=row.payload,
+        created_at=row.created_at,
+        read_at=row.read_at,
+    )
+
+
+async def list_page(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    limit: int,
+    cursor: str | None,
+    unread_only: bool = False,
+) -> NotificationPage:
+    """Newest first; ``next_cursor`` continues after the last item."""
+    query = select(Notification).where(_visible(user_id))
+    if cursor is not None:
+        (before,) = decode_cursor(cursor, [int])
+        query = query.where(Notification.id < before)
+    if unread_only:
+        query = query.where(Notification.read_at.is_(None))
+    rows = (await session.scalars(query.order_by(Notification.id.desc()).limit(limit + 1))).all()
+    items = [_out(row) for row in rows[:limit]]
+    next_cursor = encode_cursor([items[-1].id]) if len(rows) > limit else None
+    return NotificationPage(items=items, next_cursor=next_cursor)
+
+
+async def unread_count(session: AsyncSession, *, user_id: int) -> UnreadCount:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Notification)
+        .where(_visible(user_id), Notification.read_at.is_(None))
+    )
+    return UnreadCount(unread=int(count or 0))
+
+
+async def mark_read(
+    session: AsyncSession, *, user_id: int, notification_id: int
+) -> NotificationOut:
+    """Mark one notification read (again is harmless); someone else's answers 404."""
+    row = await session.scalar(
+        update(Notification)
+        .where(Notification.id == notification_id, _visible(user_id))
+        .values(read_at=func.coalesce(Notification.read_at, func.now()))
+        .returning(Notification)
+    )
+    if row is None:
+        raise NotFound("no such notification")
+    out = _out(row)
+    await session.commit()
+    return out
+
+
+async def mark_all_read(session: AsyncSession, *, user_id: int) -> MarkedRead:
+    result = await session.execute(
+        update(Notification)
+        .where(Notification.user_id == user_id, Notification.read_at.is_(None))
+        .values(read_at=func.now())
+        .returning(Notification.id)
+    )
+    updated = len(result.all())
+    await session.commit()
+    return MarkedRead(updated=updated)
+
+
+async def remove(session: AsyncSession, *, user_id: int, notification_id: int) -> None:
+    deleted = await session.scalar(
+        delete(Notification)
+        .where(Notification.id == notification_id, Notification.user_id == user_id)
+        .returning(Notification.id)
+    )
+    if deleted is None:
+        raise NotFound("no such notification")
+    await session.commit()
