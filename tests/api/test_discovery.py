@@ -27,6 +27,7 @@ from common.geo import ewkt, snap
 from common.models import Block, Conversation, Interest, Match, Profile, Swipe, User, UserInterest
 from common.settings import Settings
 from tests.api.conftest import TestUser, UserFactory
+from tests.api.test_matches import count_statements
 
 _slugs = itertools.count(1)
 
@@ -310,8 +311,12 @@ async def test_pagination_has_no_duplicates_or_gaps(
     for person in people[::3]:
         await set_user(sessions, person.id, trust_score=rng.randint(0, 100))
 
-    full = await ids(api, viewer)
+    with count_statements() as one_row:
+        assert len((await discover(api, viewer, limit=1))["items"]) == 1
+    with count_statements() as all_rows:
+        full = await ids(api, viewer)
     assert sorted(full) == sorted(person.id for person in people)
+    assert 0 < len(one_row) == len(all_rows)  # no query per row
 
     paged: list[int] = []
     cursor: str | None = None
