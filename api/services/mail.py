@@ -4,7 +4,8 @@ In development and test every message is one JSON file in ``<data_dir>/outbox`` 
 developer or a test reads the codes from). In production it goes out by SMTP (stdlib
 ``smtplib``, run in a thread). Routes never await a send: they hand the message to
 :func:`send_in_background`, which FastAPI runs after the response. A send that fails is logged
-(recipient domain only, never the code) and not retried: the user can ask again.
+(recipient domain only, never the code) and not retried: the user can ask again. Production
+without ``MM_SMTP_HOST`` cannot make a mailer; that is logged on every send, never a 500.
 """
 
 from __future__ import annotations
@@ -107,14 +108,14 @@ def mailer_for(settings: Settings) -> Mailer:
     return mailer
 
 
-async def _deliver(mailer: Mailer, mail: Mail) -> None:
+async def _deliver(settings: Settings, mail: Mail) -> None:
     try:
-        await mailer.send(mail)
+        await mailer_for(settings).send(mail)
     except Exception as exc:  # a failed send must never surface in a finished request
         domain = mail.to.rpartition("@")[2]
-        log.warning("mail %s to @%s failed: %s", mail.kind, domain, type(exc).__name__)
+        log.error("mail %s to @%s failed: %s", mail.kind, domain, type(exc).__name__)
 
 
 def send_in_background(tasks: BackgroundTasks, settings: Settings, mail: Mail) -> None:
     """Queue ``mail`` to go out after the response has been sent."""
-    tasks.add_task(_deliver, mailer_for(settings), mail)
+    tasks.add_task(_deliver, settings, mail)

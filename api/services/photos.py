@@ -34,6 +34,8 @@ from common.settings import Settings
 ALLOWED_FORMATS: Final = ("JPEG", "PNG", "WEBP")
 CONTENT_TYPE: Final = "image/jpeg"
 _JPEG_QUALITY: Final = 85
+_DECODE_SLOTS: Final = 2
+_decode_slots = asyncio.Semaphore(_DECODE_SLOTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +94,15 @@ def process_image(data: bytes, *, max_pixels: int, max_side: int, thumb_side: in
 
 
 async def process_upload(data: bytes, settings: Settings) -> Processed:
-    return await asyncio.to_thread(
-        process_image,
-        data,
-        max_pixels=settings.photo_max_pixels,
-        max_side=settings.photo_max_side,
-        thumb_side=settings.photo_thumb_side,
-    )
+    """Decode in a thread, at most ``_DECODE_SLOTS`` at once (each may take ~200 MB briefly)."""
+    async with _decode_slots:
+        return await asyncio.to_thread(
+            process_image,
+            data,
+            max_pixels=settings.photo_max_pixels,
+            max_side=settings.photo_max_side,
+            thumb_side=settings.photo_thumb_side,
+        )
 
 
 def to_out(photo: Photo) -> PhotoOut:
