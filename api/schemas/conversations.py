@@ -38,8 +38,8 @@ class MessageOut(BaseModel):
     id: int
     seq: int
     sender_id: int
-    #: The client-made id, shown to its sender only (their devices dedupe by it).
-    cmid: str | None
+    #: The client-made id, as realtime ``msg`` frames carry it (clients dedupe by it).
+    cmid: str
     #: Null when the message was deleted.
     body: str | None
     kind: str

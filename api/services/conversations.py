@@ -188,18 +188,16 @@ async def history(
     messages = messages[:limit]
     if after is None:
         messages.reverse()
-    return HistoryPage(
-        messages=[_message_out(message, user_id) for message in messages], has_more=has_more
-    )
+    return HistoryPage(messages=[_message_out(message) for message in messages], has_more=has_more)
 
 
-def _message_out(message: Message, viewer_id: int) -> MessageOut:
+def _message_out(message: Message) -> MessageOut:
     deleted = message.deleted_at is not None
     return MessageOut(
         id=message.id,
         seq=message.seq,
         sender_id=message.sender_id,
-        cmid=message.cmid if message.sender_id == viewer_id else None,
+        cmid=message.cmid,
         body=None if deleted else message.body,
         kind=message.kind,
         created_at=message.created_at,
