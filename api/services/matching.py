@@ -351,11 +351,35 @@ def last_message(row: Any) -> LastMessage | None:
 
 async def unmatch(session: AsyncSession, redis: Redis, *, user_id: int, match_id: int) -> None:
     """End a live match: the conversation closes for both and the pair never meet again."""
+    ended = await _end_match(session, Match.id == match_id, user_id=user_id)
+    if ended is None:
+        raise NotFound("no such match")
+    await session.commit()
+    await publish_after_commit(redis, ended)
+
+
+async def end_match_between(
+    session: AsyncSession, *, user_id: int, other_id: int
+) -> events.Unmatch | None:
+    """Inside the caller's transaction, end the pair's live match if any (a block does this).
+
+    Does not commit: the caller commits its own change (the block) together with this one, then
+    publishes the returned event with :func:`publish_after_commit`. None when no live match.
+    """
+    low, high = pair(user_id, other_id)
+    return await _end_match(
+        session, and_(Match.user_low_id == low, Match.user_high_id == high), user_id=user_id
+    )
+
+
+async def _end_match(
+    session: AsyncSession, which: ColumnElement[bool], *, user_id: int
+) -> events.Unmatch | None:
     row = (
         await session.execute(
-            select(Match.user_low_id, Match.user_high_id, Match.conversation_id)
+            select(Match.id, Match.user_low_id, Match.user_high_id, Match.conversation_id)
             .where(
-                Match.id == match_id,
+                which,
                 or_(Match.user_low_id == user_id, Match.user_high_id == user_id),
                 Match.unmatched_at.is_(None),
             )
@@ -363,10 +387,10 @@ async def unmatch(session: AsyncSession, redis: Redis, *, user_id: int, match_id
         )
     ).first()
     if row is None:
-        raise NotFound("no such match")
+        return None
     await session.execute(
         update(Match)
-        .where(Match.id == match_id)
+        .where(Match.id == row.id)
         .values(unmatched_at=func.now(), unmatched_by=user_id)
     )
     await session.execute(
@@ -374,8 +398,4 @@ async def unmatch(session: AsyncSession, redis: Redis, *, user_id: int, match_id
         .where(Conversation.id == row.conversation_id)
         .values(closed_at=func.coalesce(Conversation.closed_at, func.now()))
     )
-    await session.commit()
-    await publish_after_commit(
-        redis,
-        events.Unmatch(users=(row.user_low_id, row.user_high_id), cid=row.conversation_id),
-    )
+    return events.Unmatch(users=(row.user_low_id, row.user_high_id), cid=row.conversation_id)

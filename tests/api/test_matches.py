@@ -19,6 +19,7 @@ from sqlalchemy import event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.services.matching import end_match_between, publish_after_commit
 from common.events import SAFETY_STREAM, Match, Notify, SafetyEvent, Unmatch, decode_event
 from common.models import (
     Block,
@@ -387,3 +388,43 @@ async def test_unmatch_closes_the_conversation_for_both(
         # No re-match: the other person is gone for good.
         assert (await like(api, user, other)).status_code == 404
     assert (await api.delete(f"/api/matches/{match_id}", headers=b.headers)).status_code == 404
+
+
+async def test_end_match_between_for_a_block_flow(
+    api: httpx.AsyncClient,
+    user_factory: UserFactory,
+    sessions: async_sessionmaker[AsyncSession],
+    redis: Redis,
+) -> None:
+    """The hook a block uses: ends the live match inside the caller's transaction, no commit."""
+    a, b, c = await user_factory(), await user_factory(), await user_factory()
+    cid = (await make_match(api, a, b))["conversation_id"]
+    low, high = sorted((a.id, b.id))
+
+    async with sessions() as session:
+        ended = await end_match_between(session, user_id=b.id, other_id=a.id)
+        assert ended == Unmatch(users=(low, high), cid=cid)
+        await session.rollback()  # the caller's transaction decides: nothing happened yet
+    assert (
+        await api.get(f"/api/conversations/{cid}/messages", headers=a.headers)
+    ).status_code == 200
+
+    async with sessions() as session:
+        assert await end_match_between(session, user_id=a.id, other_id=c.id) is None
+        ended = await end_match_between(session, user_id=b.id, other_id=a.id)
+        session.add(Block(blocker_id=b.id, blocked_id=a.id))
+        await session.commit()
+    assert ended is not None
+    mark = await stream_mark(redis)
+    await publish_after_commit(redis, ended)
+    assert await events_since(redis, mark) == [ended]
+    async with sessions() as session:
+        by = await session.scalar(
+            select(MatchRow.unmatched_by).where(MatchRow.conversation_id == cid)
+        )
+    assert by == b.id
+    assert (
+        await api.get(f"/api/conversations/{cid}/messages", headers=a.headers)
+    ).status_code == 404
+    async with sessions() as session:
+        assert await end_match_between(session, user_id=b.id, other_id=a.id) is None
