@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     realtime_reuse_port: bool = False
     # Bound on every Redis/PostgreSQL call of a realtime node.
     realtime_io_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # SO_SNDBUF of each realtime socket; 0 keeps the kernel's autotuning (up to tcp_wmem max).
+    realtime_sndbuf_bytes: Annotated[int, Field(ge=0, le=16 * 1024 * 1024)] = 0
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

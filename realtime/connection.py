@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from urllib.parse import parse_qsl, urlsplit
 
@@ -88,6 +89,11 @@ class Connection:
         if token_in_query(request.path):
             await self.ws.close(Close.TOKEN_IN_QUERY, "token in query string")
             return
+        if self.node.sndbuf:
+            # A bounded kernel buffer makes the high-water mark mean what it says.
+            sock = self.ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.node.sndbuf)
         self.proto = proto = Protocol(
             self.node.config,
             session=self.session,

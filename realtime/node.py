@@ -59,10 +59,11 @@ class Node:
         store: Store,
         writer: BatchWriter,
         high_water: int,
+        sndbuf: int = 0,
     ) -> None:
         self.config, self.keys, self.audience, self.issuer = config, keys, audience, issuer
         self.hub, self.broker, self.store, self.writer = hub, broker, store, writer
-        self.high_water = high_water
+        self.high_water, self.sndbuf = high_water, sndbuf
         self.connections: set[Closable] = set()
         self._sessions = itertools.count(1)
         self.slow_consumer_closes = 0

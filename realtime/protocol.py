@@ -158,7 +158,7 @@ def ms(now: float) -> int:
 def classify_decode_error(exc: msgspec.MsgspecError) -> Err:
     """Map a msgspec failure to the most precise error code (its text is fixed by msgspec)."""
     text = str(exc)
-    if isinstance(exc, msgspec.DecodeError) or (
+    if not isinstance(exc, msgspec.ValidationError) or (
         "Expected `object`" in text and "at `$" not in text
     ):
         return Err.BAD_JSON

@@ -129,6 +129,7 @@ class Services:
             store=Store(pool, timeout_s=timeout),
             writer=writer,
             high_water=settings.outbound_high_water,
+            sndbuf=settings.realtime_sndbuf_bytes,
         )
         writer.on_done = node.on_outcomes
         return cls(pool=pool, writer=writer, broker=broker, node=node)

@@ -31,6 +31,7 @@ NODE_ENV = {
     "MM_RATE_BURST": "300",
     "MM_MAX_CONNECTIONS_PER_USER": "4",
     "MM_OUTBOUND_HIGH_WATER": str(64 * 1024),
+    "MM_REALTIME_SNDBUF_BYTES": str(32 * 1024),
     "MM_SYNC_PAGE_SIZE": "5",
     "MM_MAX_BODY_CHARS": "4000",
     "MM_PRESENCE_TTL_S": "10",
@@ -134,7 +135,7 @@ class Client:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise AssertionError(f"no {type_} {fields} within {timeout}s; got {self.backlog}")
+                raise AssertionError(f"no {type_} {fields} in {timeout}s; got {self.backlog[-5:]}")
             try:
                 raw = await asyncio.wait_for(self.ws.recv(), remaining)
             except TimeoutError:
