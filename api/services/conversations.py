@@ -39,9 +39,14 @@ from api.schemas.conversations import (
     ReadState,
 )
 from api.schemas.discovery import InvalidCursor, decode_cursor, encode_cursor
-from api.schemas.matches import PublicCard
-from api.services.discovery import age_years, primary_thumb
-from api.services.matching import last_message, publish_after_commit
+from api.services.matching import (
+    CARD_COLUMNS,
+    LAST_MESSAGE,
+    PREVIEW_COLUMNS,
+    last_message,
+    public_card,
+    publish_after_commit,
+)
 from api.services.relations import blocked_between
 from common import events
 from common.models import Conversation, ConversationMember, Message, Profile, User
@@ -99,29 +104,15 @@ async def list_conversations(
             activity.label("activity"),
             me.last_read_seq,
             me.unread_count,
-            Profile.user_id.label("other_id"),
-            Profile.display_name,
-            age_years(Profile.birth_date).label("age"),
-            primary_thumb(Profile.user_id).label("thumb"),
-            Message.seq,
-            Message.sender_id,
-            Message.body,
-            Message.kind,
-            Message.created_at.label("message_at"),
-            Message.deleted_at,
+            *CARD_COLUMNS,
+            *PREVIEW_COLUMNS,
         )
         .select_from(me)
         .join(Conversation, Conversation.id == me.conversation_id)
         .join(other, and_(other.conversation_id == Conversation.id, other.user_id != user_id))
         .join(Profile, Profile.user_id == other.user_id)
         .join(User, User.id == other.user_id)
-        .outerjoin(
-            Message,
-            and_(
-                Message.conversation_id == Conversation.id,
-                Message.seq == Conversation.last_seq,
-            ),
-        )
+        .outerjoin(Message, LAST_MESSAGE)
         .where(
             me.user_id == user_id,
             Conversation.closed_at.is_(None),
@@ -142,12 +133,7 @@ async def list_conversations(
     items = [
         ConversationItem(
             conversation_id=row.conversation_id,
-            user=PublicCard(
-                user_id=row.other_id,
-                display_name=row.display_name,
-                age=row.age,
-                photo_thumb=row.thumb,
-            ),
+            user=public_card(row),
             last_seq=row.last_seq,
             last_message_at=row.last_message_at,
             last_read_seq=row.last_read_seq,

@@ -270,17 +270,9 @@ async def list_matches(
             Match.id.label("match_id"),
             Match.conversation_id,
             Match.created_at.label("matched_at"),
-            Profile.user_id.label("other_id"),
-            Profile.display_name,
-            age_years(Profile.birth_date).label("age"),
-            primary_thumb(Profile.user_id).label("thumb"),
+            *CARD_COLUMNS,
             ConversationMember.unread_count,
-            Message.seq,
-            Message.sender_id,
-            Message.body,
-            Message.kind,
-            Message.created_at.label("message_at"),
-            Message.deleted_at,
+            *PREVIEW_COLUMNS,
         )
         .select_from(Match)
         .join(Conversation, Conversation.id == Match.conversation_id)
@@ -293,13 +285,7 @@ async def list_matches(
         )
         .join(Profile, Profile.user_id == other_id)
         .join(User, User.id == Profile.user_id)
-        .outerjoin(
-            Message,
-            and_(
-                Message.conversation_id == Conversation.id,
-                Message.seq == Conversation.last_seq,
-            ),
-        )
+        .outerjoin(Message, LAST_MESSAGE)
         .where(
             or_(Match.user_low_id == user_id, Match.user_high_id == user_id),
             Match.unmatched_at.is_(None),
@@ -319,12 +305,7 @@ async def list_matches(
             match_id=row.match_id,
             conversation_id=row.conversation_id,
             matched_at=row.matched_at,
-            user=PublicCard(
-                user_id=row.other_id,
-                display_name=row.display_name,
-                age=row.age,
-                photo_thumb=row.thumb,
-            ),
+            user=public_card(row),
             last_message=last_message(row),
             unread_count=row.unread_count,
         )
@@ -334,8 +315,37 @@ async def list_matches(
     return MatchPage(items=items, next_cursor=next_cursor)
 
 
+#: The other person's public card, for a query joined to their ``Profile``.
+CARD_COLUMNS: Final = (
+    Profile.user_id.label("other_id"),
+    Profile.display_name,
+    age_years(Profile.birth_date).label("age"),
+    primary_thumb(Profile.user_id).label("thumb"),
+)
+#: The conversation's last message, for a query outer-joined on :data:`LAST_MESSAGE`.
+PREVIEW_COLUMNS: Final = (
+    Message.seq,
+    Message.sender_id,
+    Message.body,
+    Message.kind,
+    Message.created_at.label("message_at"),
+    Message.deleted_at,
+)
+#: The last message is the one at ``last_seq``: a primary-key lookup, not a sort.
+LAST_MESSAGE: Final = and_(
+    Message.conversation_id == Conversation.id, Message.seq == Conversation.last_seq
+)
+
+
+def public_card(row: Any) -> PublicCard:
+    """The card from a row selected with :data:`CARD_COLUMNS`."""
+    return PublicCard(
+        user_id=row.other_id, display_name=row.display_name, age=row.age, photo_thumb=row.thumb
+    )
+
+
 def last_message(row: Any) -> LastMessage | None:
-    """The preview from a row with ``seq, sender_id, body, kind, message_at, deleted_at``."""
+    """The preview from a row selected with :data:`PREVIEW_COLUMNS`."""
     if row.seq is None:
         return None
     deleted = row.deleted_at is not None
