@@ -42,6 +42,12 @@ VerdictAction = Literal["allow", "warn", "reject"]
 LOAD_RULES_SQL: Final = (
     "SELECT pattern, is_regex, category, severity, action FROM moderation_words ORDER BY id"
 )
+#: One moderation_log row (asyncpg placeholders): user_id, source, category, action, matched.
+#: ``matched`` is :attr:`Verdict.matched` (a rule's term), never the message.
+INSERT_LOG_SQL: Final = (
+    "INSERT INTO moderation_log (user_id, source, category, action, matched)"
+    " VALUES ($1, $2, $3, $4, left($5, 200))"
+)
 #: Redis key holding an opaque token that changes whenever the word list changes; a process
 #: whose cached matcher was built for another token reloads (see api/services/moderation.py).
 VERSION_KEY: Final = "mm:moderation:version"

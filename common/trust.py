@@ -32,6 +32,14 @@ TRUST_DELTAS: Final[dict[TrustReason, int]] = {
     "blocked": -2,
 }
 
+#: The same move as ``api/services/trust.apply_trust`` for code without the ORM (asyncpg
+#: placeholders: user_id, delta, reason): clamps in the UPDATE and records the event, in one
+#: statement. Pass ``TRUST_DELTAS[reason]`` as the delta.
+APPLY_TRUST_SQL: Final = (
+    "WITH moved AS (UPDATE users SET trust_score = greatest(0, least(100, trust_score + $2))"
+    " WHERE id = $1 RETURNING id)"
+    " INSERT INTO trust_events (user_id, delta, reason) SELECT id, $2, $3 FROM moved"
+)
 TRUST_MIN: Final = 0
 TRUST_MAX: Final = 100
 TRUST_DEFAULT: Final = 50
