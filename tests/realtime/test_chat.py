@@ -10,7 +10,7 @@ import asyncpg
 
 from common.codes import Err
 from tests.realtime.conftest import Nodes, client, sync_all
-from tests.support import TICK
+from tests.support import ROOT, TICK
 
 
 async def test_two_users_on_two_nodes_chat_both_ways_and_rows_exist_at_ack(
@@ -244,3 +244,21 @@ async def test_read_receipts_and_typing_reach_the_other_member_only(
     await e.quiet("read", within=TICK)
     for x in (a, a2, b, e):
         await x.close()
+
+
+async def test_the_example_client_in_the_protocol_document_works(
+    nodes: Nodes,
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+    make_token: Callable[..., str],
+    db: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    text = (ROOT / "docs" / "PROTOCOL.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace("asyncio.run(main(", "# asyncio.run(main(")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "PROTOCOL.md", "exec"), namespace)
+    alice, bob = await new_user(), await new_user()
+    cid = await new_conversation(alice, bob)
+    await namespace["main"](nodes.b, make_token(alice), cid)
+    assert await db.fetchval("SELECT body FROM messages WHERE conversation_id = $1", cid) == "hi!"

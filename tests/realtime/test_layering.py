@@ -48,3 +48,17 @@ async def test_every_statement_prepares_against_the_migrated_schema(
     async with db.acquire() as con:
         for statement in store.STATEMENTS + batch.STATEMENTS:
             await con.prepare(statement)
+
+
+def test_the_protocol_document_lists_every_code_and_frame() -> None:
+    from common import wire
+    from common.codes import Close, Err
+
+    text = (ROOT / "docs" / "PROTOCOL.md").read_text()
+    for close in Close:
+        assert f"| {int(close)} | `{close.name}` |" in text, close
+    for err in Err:
+        assert f"| `{err.value}` |" in text, err
+    for frame in (*wire.ClientFrame.__args__, *wire.ServerFrame.__args__):
+        tag = frame.__struct_config__.tag
+        assert f"| `{tag}` |" in text, tag
