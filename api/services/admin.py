@@ -84,6 +84,14 @@ def _page_after(query: Select[Any], id_column: Any, cursor: str | None, limit: i
     return query.order_by(id_column.desc()).limit(limit + 1)
 
 
+def _where_given(query: Select[Any], *filters: tuple[Any, object | None]) -> Select[Any]:
+    """``query`` narrowed by ``column == value`` for every filter whose value was given."""
+    for column, value in filters:
+        if value is not None:
+            query = query.where(column == value)
+    return query
+
+
 def _next_cursor(ids: list[int], limit: int) -> str | None:
     return encode_cursor([ids[limit - 1]]) if len(ids) > limit else None
 
@@ -170,13 +178,12 @@ async def list_reports(
     cursor: str | None,
 ) -> schemas.AdminReportPage:
     """The queue, newest first, filtered by status, type and reported user."""
-    query = select(Report)
-    if status is not None:
-        query = query.where(Report.status == status)
-    if type_ is not None:
-        query = query.where(Report.type == type_)
-    if reported_id is not None:
-        query = query.where(Report.reported_id == reported_id)
+    query = _where_given(
+        select(Report),
+        (Report.status, status),
+        (Report.type, type_),
+        (Report.reported_id, reported_id),
+    )
     rows = (await session.scalars(_page_after(query, Report.id, cursor, limit))).all()
     items = [_report(row) for row in rows[:limit]]
     return schemas.AdminReportPage(
@@ -517,15 +524,13 @@ async def moderation_log(
     limit: int,
     cursor: str | None,
 ) -> schemas.ModerationLogPage:
-    query = select(ModerationLog)
-    if user_id is not None:
-        query = query.where(ModerationLog.user_id == user_id)
-    if category is not None:
-        query = query.where(ModerationLog.category == category)
-    if action is not None:
-        query = query.where(ModerationLog.action == action)
-    if source is not None:
-        query = query.where(ModerationLog.source == source)
+    query = _where_given(
+        select(ModerationLog),
+        (ModerationLog.user_id, user_id),
+        (ModerationLog.category, category),
+        (ModerationLog.action, action),
+        (ModerationLog.source, source),
+    )
     rows = (await session.scalars(_page_after(query, ModerationLog.id, cursor, limit))).all()
     items = [
         schemas.ModerationLogOut(
@@ -554,15 +559,13 @@ async def audit_log(
     limit: int,
     cursor: str | None,
 ) -> schemas.AuditPage:
-    query = select(AdminAuditLog)
-    if admin_id is not None:
-        query = query.where(AdminAuditLog.admin_id == admin_id)
-    if action is not None:
-        query = query.where(AdminAuditLog.action == action)
-    if target_type is not None:
-        query = query.where(AdminAuditLog.target_type == target_type)
-    if target_id is not None:
-        query = query.where(AdminAuditLog.target_id == target_id)
+    query = _where_given(
+        select(AdminAuditLog),
+        (AdminAuditLog.admin_id, admin_id),
+        (AdminAuditLog.action, action),
+        (AdminAuditLog.target_type, target_type),
+        (AdminAuditLog.target_id, target_id),
+    )
     rows = (await session.scalars(_page_after(query, AdminAuditLog.id, cursor, limit))).all()
     items = [
         schemas.AuditOut(

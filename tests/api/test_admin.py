@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.services import moderation
 from common.cluster import NodeInfo, publish_heartbeat, remove_node
 from common.events import Ban, ModerationChanged, TokenBump
-from common.models import AdminAuditLog, RefreshToken, User
+from common.models import AdminAuditLog, ModerationWord, RefreshToken, User
 from common.moderation import VERSION_KEY
 from common.rediskeys import get_token_version
 from tests.api.conftest import TEST_PASSWORD, UserFactory
@@ -490,3 +490,27 @@ async def test_admin_tokens_of_a_normal_user_never_see_emails_elsewhere(
     await api.post("/api/reports", json=_report(other.id), headers=user.headers)
     for path in ("/api/blocks", "/api/reports"):
         assert other.email not in (await api.get(path, headers=user.headers)).text
+
+
+async def test_matcher_cache_follows_the_version_other_processes_set(
+    sessions: async_sessionmaker[AsyncSession], redis: Redis
+) -> None:
+    async with sessions() as session:
+        first = await moderation.get_matcher(session, redis)
+        assert await moderation.get_matcher(session, redis) is first  # cached, no reload
+    # Another API process changes the list: the row lands, then that process bumps the version.
+    async with sessions() as session, session.begin():
+        word = ModerationWord(pattern="quuxword", category="test", severity=2, action="warn")
+        session.add(word)
+    try:
+        async with sessions() as session:
+            assert (await moderation.get_matcher(session, redis)) is first
+        await redis.set(VERSION_KEY, "set-by-another-process")
+        async with sessions() as session:
+            reloaded = await moderation.get_matcher(session, redis)
+        assert reloaded is not first
+        assert reloaded.check("QUUXWORD").action == "warn"
+    finally:
+        async with sessions() as session, session.begin():
+            await session.delete(await session.merge(word))
+        await moderation.list_changed(redis)
