@@ -108,10 +108,18 @@ class RedisBroker:
         self.local_users, self.stats = local_users, stats
         self.stream = delivery_stream(node_id)
         self._pre, self._post = delivery_stream("\0").split("\0")
-        self.redis = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self.redis = Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            client_name=f"rt:{node_id}",
+        )
         # XREAD BLOCK holds its connection: a client of its own, with a longer socket timeout.
         self._reader = Redis.from_url(
-            url, socket_timeout=block_ms / 1000 + timeout_s, socket_connect_timeout=timeout_s
+            url,
+            socket_timeout=block_ms / 1000 + timeout_s,
+            socket_connect_timeout=timeout_s,
+            client_name=f"rt:{node_id}:reader",
         )
         self._script = self.redis.register_script(FANOUT_LUA)
         self._pending: list[tuple[Sequence[int], bytes]] = []
@@ -258,7 +266,7 @@ class RedisBroker:
                 last_trim = now
                 # Entries before the last one read are done with: a single reader per stream.
                 with contextlib.suppress(*_FAILURES):
-                    await self.redis.xtrim(self.stream, minid=self.last_id, approximate=True)
+                    await self.redis.xtrim(self.stream, minid=self.last_id, approximate=False)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.route_ttl_s / 3

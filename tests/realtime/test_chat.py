@@ -7,8 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from redis.asyncio import Redis
 
 from common.codes import Err
+from common.rediskeys import delivery_stream
 from tests.realtime.conftest import Nodes, client, sync_all
 from tests.support import ROOT, TICK
 
@@ -262,3 +264,35 @@ async def test_the_example_client_in_the_protocol_document_works(
     cid = await new_conversation(alice, bob)
     await namespace["main"](nodes.b, make_token(alice), cid)
     assert await db.fetchval("SELECT body FROM messages WHERE conversation_id = $1", cid) == "hi!"
+
+
+async def test_a_node_resumes_its_delivery_stream_after_losing_redis_and_trims_it(
+    nodes: Nodes,
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+    make_token: Callable[..., str],
+    redis: Redis,
+) -> None:
+    alice, bob = await new_user(), await new_user()
+    cid = await new_conversation(alice, bob)
+    a = await client(nodes.a, make_token(alice))
+    b = await client(nodes.b, make_token(bob))
+    reader = f"rt:{b.ready['node']}:reader"
+    for round_ in range(3):
+        # Cut node B's stream reader off; what A sends meanwhile waits in B's stream.
+        clients = await redis.client_list()
+        ids = [c["id"] for c in clients if c.get("name") == reader]
+        assert ids, clients
+        for client_id in ids:
+            await redis.client_kill_filter(_id=client_id)
+        cmid = await a.send_msg(cid, f"while cut {round_}")
+        await a.expect("ack", cmid=cmid)
+        assert (await b.expect("msg", cmid=cmid))["body"] == f"while cut {round_}"
+    stream = delivery_stream(b.ready["node"])
+    for _ in range(100):
+        if await redis.xlen(stream) <= 1:
+            break
+        await asyncio.sleep(TICK)
+    assert await redis.xlen(stream) <= 1
+    await a.close()
+    await b.close()
