@@ -25,6 +25,7 @@ from typing import Final
 import asyncpg
 
 from common.codes import Err
+from realtime import failpoints
 from realtime.domain import (
     ReadOutcome,
     ReadRequest,
@@ -167,6 +168,7 @@ class BatchWriter:
             batch = self._queue[: self.batch_max]
             del self._queue[: self.batch_max]
             outcomes = await self.flush(batch)
+            failpoints.hit("after_commit_before_fanout")
             self.batches += 1
             if not self._queue:
                 self._idle.set()
@@ -207,6 +209,7 @@ class BatchWriter:
                 await self._write_sends(con, batch, sends, locked, plan)
             if reads:
                 await self._write_reads(con, batch, reads, locked, plan)
+            failpoints.hit("before_commit")
         self.committed += len(plan.new)
         for index, first in plan.same_as.items():
             original = plan.outcomes[first]

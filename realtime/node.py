@@ -19,6 +19,7 @@ from typing import Protocol
 from common import wire
 from common.codes import Close
 from common.tokens import Claims, KeySet, TokenError, verify_token
+from realtime import failpoints
 from realtime.batch import BatchWriter, Outcome
 from realtime.broker import Broker, BrokerUnavailable
 from realtime.domain import (
@@ -136,12 +137,14 @@ class Node:
         self.writer.submit(request, reply)
 
     def on_outcomes(self, outcomes: list[Outcome]) -> None:
-        """After a commit: ack or refuse each request, then fan out what was stored."""
+        """After a commit: fan out what was stored, then ack or refuse each request."""
         for outcome in outcomes:
             if isinstance(outcome, SendOutcome):
-                outcome.reply.send_finished(outcome)
+                # Fan out first: an ack then means the live delivery was already on its way.
                 if outcome.stored is not None:
                     self._fan_out_message(outcome)
+                failpoints.hit("after_fanout_before_ack")
+                outcome.reply.send_finished(outcome)
             else:
                 outcome.reply.read_finished(outcome)
                 if outcome.error is None:
