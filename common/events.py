@@ -59,7 +59,7 @@ class Notify(msgspec.Struct, tag="notify", frozen=True):
 
     user: int
     id: int
-    kind: str
+    kind: str  # "match", "like", "message" or "system" (api/schemas/notifications.py)
     payload: dict[str, object] = {}
 
 

@@ -88,7 +88,7 @@ async def register(
     settings = state.settings
     ip = client_ip(request)
     await limit(redis, f"register:ip:{ip}", max_hits=settings.register_ip_max, window_s=3600)
-    user = await accounts.register(session, data=data, pool=pool)
+    user = await accounts.register(session, redis, data=data, pool=pool)
     code = await accounts.new_email_code(session, settings=settings, user=user)
     pair = await refresh.start_session(session, user=user, settings=settings, keys=state.keys)
     await session.commit()

@@ -24,10 +24,10 @@ async def get_my_profile(user: CurrentUser, session: SessionDep) -> OwnProfile:
 
 @router.patch("/me", response_model=OwnProfile)
 async def update_my_profile(
-    data: ProfileUpdate, user: CurrentUser, session: SessionDep
+    data: ProfileUpdate, user: CurrentUser, session: SessionDep, redis: RedisDep
 ) -> OwnProfile:
     """Change the given fields of your profile; interests replace the whole set."""
-    await profiles.update_profile(session, user_id=user.id, data=data)
+    await profiles.update_profile(session, redis, user_id=user.id, data=data)
     await session.commit()
     return await profiles.own_view(session, user_id=user.id)
 

@@ -27,9 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import ApiError, Conflict, Forbidden, NotAuthenticated
 from api.schemas.auth import RegisterIn
+from api.services import moderation
 from api.services import sessions as refresh
 from api.services.passwords import UNUSABLE_HASH, PasswordPool, needs_rehash
 from api.services.ratelimit import limit, reset
+from api.services.trust import apply_trust
 from common.events import TokenBump, publish
 from common.models import (
     AccountToken,
@@ -79,8 +81,15 @@ async def find_by_email(session: AsyncSession, email: str) -> User | None:
     )
 
 
-async def register(session: AsyncSession, *, data: RegisterIn, pool: PasswordPool) -> User:
-    """Create the user and its (incomplete) profile; 409 ``email_taken`` if the address is used."""
+async def register(
+    session: AsyncSession, redis: Redis, *, data: RegisterIn, pool: PasswordPool
+) -> User:
+    """Create the user and its (incomplete) profile; 409 ``email_taken`` if the address is used,
+    422 ``content_rejected`` if the content filter refuses the display name."""
+    # No account yet: a warn or reject is logged without a user, and no trust moves.
+    await moderation.check_texts(
+        session, redis, user_id=None, texts={"display_name": data.display_name}
+    )
     password_hash = await pool.hash(data.password)
     user = User(email=data.email, password_hash=password_hash)
     session.add(user)
@@ -228,7 +237,15 @@ async def verify_email(session: AsyncSession, *, settings: Settings, user: User,
         row.attempts += 1
         await session.commit()
         raise ApiError("wrong code", code="code_invalid")
-    row.used_at = user.email_verified_at = _now()
+    row.used_at = _now()
+    await _mark_verified(session, user)
+
+
+async def _mark_verified(session: AsyncSession, user: User) -> None:
+    """The address is proven (a code, or a reset link followed): once, with its trust event."""
+    if user.email_verified_at is None:
+        user.email_verified_at = _now()
+        await apply_trust(session, user_id=user.id, reason="email_verified")
 
 
 # Password reset and change -----------------------------------------------------------------
@@ -272,7 +289,7 @@ async def finish_reset(
     user.password_hash = await pool.hash(password)
     row.used_at = _now()
     # Following the link proves the mailbox is theirs.
-    user.email_verified_at = user.email_verified_at or row.used_at
+    await _mark_verified(session, user)
     await bump_token_version(session, user)
     return user
 

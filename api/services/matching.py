@@ -35,8 +35,10 @@ from api.schemas.matches import (
     PublicCard,
     SwipeResult,
 )
+from api.schemas.notifications import NotificationKind
 from api.services.discovery import age_years, primary_thumb
 from api.services.relations import blocked_between
+from api.services.trust import apply_trust, first_in_window
 from common import events
 from common.models import (
     Conversation,
@@ -53,7 +55,9 @@ from common.settings import Settings
 log = logging.getLogger(__name__)
 
 LIKE_WINDOW: Final = dt.timedelta(days=1)
-MATCH_NOTIFICATION: Final = "match"
+#: A like moves its target's trust once per liker and this window, however often it is toggled.
+LIKED_TRUST_WINDOW_S: Final = 30 * 24 * 3600
+MATCH_NOTIFICATION: Final[NotificationKind] = "match"
 
 
 async def publish_after_commit(redis: Redis, *items: events.SafetyEvent) -> None:
@@ -74,9 +78,16 @@ def pair(a: int, b: int) -> tuple[int, int]:
     return (a, b) if a < b else (b, a)
 
 
-async def _lock(session: AsyncSession, key: str) -> None:
+async def advisory_lock(session: AsyncSession, key: str) -> None:
     """A transaction-scoped advisory lock; a hash collision only serializes more, never less."""
     await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
+
+async def lock_pair(session: AsyncSession, a: int, b: int) -> None:
+    """The pair's lock: every change between two people (swipe, match, block) takes it, so a
+    like racing a block cannot create a match after the block committed."""
+    low, high = pair(a, b)
+    await advisory_lock(session, f"mm:swipe:pair:{low}:{high}")
 
 
 def visible_user(user_id: ColumnElement[int] | int) -> ColumnElement[bool]:
@@ -105,8 +116,8 @@ async def swipe(
         raise ApiError("you cannot swipe on yourself", code="invalid_target")
     low, high = pair(user_id, target_id)
     # Own lock first (the daily cap), then the pair's: every swipe takes them in this order.
-    await _lock(session, f"mm:swipe:user:{user_id}")
-    await _lock(session, f"mm:swipe:pair:{low}:{high}")
+    await advisory_lock(session, f"mm:swipe:user:{user_id}")
+    await lock_pair(session, user_id, target_id)
 
     visible = await session.scalar(
         select(visible_user(target_id) & ~blocked_between(user_id, target_id))
@@ -130,6 +141,11 @@ async def swipe(
     )
     if kind == "like" and previous != "like":
         await _check_like_cap(session, settings, user_id=user_id)
+        # Toggling like/pass must not farm trust for a friend: one ``liked`` per pair a window.
+        if await first_in_window(
+            redis, reason="liked", actor=user_id, target=target_id, window_s=LIKED_TRUST_WINDOW_S
+        ):
+            await apply_trust(session, user_id=target_id, reason="liked")
     if previous != kind:
         upsert = pg_insert(Swipe).values(swiper_id=user_id, target_id=target_id, kind=kind)
         await session.execute(
@@ -200,6 +216,8 @@ async def _create_match(
             {"conversation_id": conversation_id, "user_id": high},
         ],
     )
+    for user in (low, high):
+        await apply_trust(session, user_id=user, reason="match")
     payloads = {
         low: {"match_id": match_id, "conversation_id": conversation_id, "user_id": high},
         high: {"match_id": match_id, "conversation_id": conversation_id, "user_id": low},

@@ -7,11 +7,12 @@ it changed, so several API processes agree without restarts. An admin change cal
 :func:`list_changed` after its commit: new token, ``ModerationChanged`` on the safety stream for
 the realtime nodes, local cache dropped.
 
-For other routes (profiles: bio, display name) the entry point is :func:`check_text`: call it
-BEFORE changing anything in the request's session. A warn or reject writes a
-``moderation_log`` row (matched term only, never the text) and commits it; a reject also costs
-trust (``content_rejected``) and raises :class:`ContentRejected` (422, code
-``content_rejected``) unless ``raise_on_reject=False``.
+For other routes (profiles: bio, display name; registration: display name) the entry point is
+:func:`check_texts`: call it BEFORE changing anything in the request's session. A warn or
+reject writes a ``moderation_log`` row (matched term only, never the text) and commits it; a
+reject also costs trust (``content_rejected``) and raises :class:`ContentRejected` (422, code
+``content_rejected``) unless ``raise_on_reject=False``. At registration there is no account
+yet (``user_id=None``): the row names no user and no trust moves.
 
 Must not: log or store the checked text.
 """
@@ -131,7 +132,7 @@ async def check_text(
     session: AsyncSession,
     redis: Redis,
     *,
-    user_id: int,
+    user_id: int | None,
     source: str,
     text: str,
     raise_on_reject: bool = True,
@@ -139,15 +140,15 @@ async def check_text(
     """Run the content filter on ``text`` (``source`` names the field: ``bio``, ...).
 
     Call before modifying anything in ``session``: a warn or reject is logged and committed
-    here (so the log survives the refusal), a reject costs ``user_id`` trust and raises
-    :class:`ContentRejected` unless ``raise_on_reject`` is False.
+    here (so the log survives the refusal), a reject costs ``user_id`` trust (none without an
+    account yet) and raises :class:`ContentRejected` unless ``raise_on_reject`` is False.
     """
     matcher = await get_matcher(session, redis)
     verdict = matcher.check(text)
     if verdict.action == "allow":
         return verdict
     write_log(session, user_id=user_id, source=source, verdict=verdict)
-    if verdict.action == "reject":
+    if verdict.action == "reject" and user_id is not None:
         await apply_trust(session, user_id=user_id, reason="content_rejected")
     await session.commit()
     if verdict.action == "reject" and raise_on_reject:
@@ -158,7 +159,7 @@ async def check_text(
 
 
 async def check_texts(
-    session: AsyncSession, redis: Redis, *, user_id: int, texts: Mapping[str, str | None]
+    session: AsyncSession, redis: Redis, *, user_id: int | None, texts: Mapping[str, str | None]
 ) -> dict[str, Verdict]:
     """:func:`check_text` for several fields (``{"bio": ..., "display_name": ...}``); every
     field is checked and logged before the first reject is raised. ``None`` fields are skipped."""

@@ -13,7 +13,7 @@ Must not: commit on behalf of a caller's transaction, or publish before the comm
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from sqlalchemy import BigInteger, ColumnElement, delete, func, insert, select, update
@@ -21,13 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import NotFound
 from api.schemas.discovery import decode_cursor, encode_cursor
-from api.schemas.notifications import MarkedRead, NotificationOut, NotificationPage, UnreadCount
+from api.schemas.notifications import (
+    MarkedRead,
+    NotificationKind,
+    NotificationOut,
+    NotificationPage,
+    UnreadCount,
+)
 from api.services.matching import publish_after_commit
 from api.services.relations import blocked_between, is_blocked_between
 from common import events
 from common.models import Notification
-
-KINDS: Final = ("new_match", "new_like", "message", "system")
 
 
 def _about() -> ColumnElement[int]:
@@ -44,7 +48,7 @@ async def create(
     session: AsyncSession,
     *,
     user_id: int,
-    kind: str,
+    kind: NotificationKind,
     payload: dict[str, Any] | None = None,
     about_user_id: int | None = None,
 ) -> events.Notify | None:
@@ -84,7 +88,7 @@ async def forget_between(session: AsyncSession, a: int, b: int) -> None:
 def _out(row: Notification) -> NotificationOut:
     return NotificationOut(
         id=row.id,
-        kind=row.kind,
+        kind=cast(NotificationKind, row.kind),  # every writer takes a NotificationKind
         payload=row.payload,
         created_at=row.created_at,
         read_at=row.read_at,

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from fastapi.exceptions import RequestValidationError
 from geoalchemy2 import Geometry
+from redis.asyncio import Redis
 from sqlalchemy import cast, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
@@ -29,6 +30,7 @@ from api.schemas.profiles import (
     ProfileUpdate,
     PublicProfile,
 )
+from api.services import moderation
 from api.services import photos as photo_service
 from api.services.discovery import bucket_label, bucket_of
 from api.services.relations import is_blocked_between
@@ -109,14 +111,23 @@ async def refresh_completeness(session: AsyncSession, user_id: int) -> None:
     profile.is_complete = not missing_parts(profile, photos=photos, interests=interests)
 
 
-async def update_profile(session: AsyncSession, *, user_id: int, data: ProfileUpdate) -> None:
+async def update_profile(
+    session: AsyncSession, redis: Redis, *, user_id: int, data: ProfileUpdate
+) -> None:
+    """Apply ``data``; the display name and bio pass the content filter first (a reject is 422
+    ``content_rejected`` and changes nothing, a warn is logged and the change goes through)."""
+    # Before the row lock: check_texts commits its log rows, which would release the lock.
+    bio = data.bio.strip() if data.bio is not None else None
+    await moderation.check_texts(
+        session, redis, user_id=user_id, texts={"display_name": data.display_name, "bio": bio}
+    )
     profile = await own_profile(session, user_id, lock=True)
     if data.display_name is not None:
         profile.display_name = data.display_name
     if data.gender is not None:
         profile.gender = data.gender
-    if data.bio is not None:
-        profile.bio = data.bio.strip()
+    if bio is not None:
+        profile.bio = bio
     if data.interests is not None:
         await _set_interests(session, user_id, data.interests)
     prefs = data.preferences

@@ -17,8 +17,7 @@ from __future__ import annotations
 from typing import Any, Final, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from sqlalchemy import delete, exists, func, select, tuple_, update
+from sqlalchemy import delete, exists, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -34,15 +33,18 @@ from api.schemas.safety import (
     ReportType,
 )
 from api.services import notifications
-from api.services.matching import pair, publish_after_commit
+from api.services.matching import (
+    advisory_lock,
+    end_match_between,
+    lock_pair,
+    publish_after_commit,
+)
 from api.services.ratelimit import limit
-from api.services.trust import apply_trust
+from api.services.trust import apply_trust, first_in_window
 from common import events
 from common.models import (
     Block,
-    Conversation,
     ConversationMember,
-    Match,
     Message,
     Profile,
     Report,
@@ -56,31 +58,12 @@ LIST_MAX: Final = 500
 BLOCK_PENALTY_WINDOW_S: Final = 30 * 24 * 3600
 
 
-async def _pair_lock(session: AsyncSession, a: int, b: int) -> None:
-    """The same transaction lock ``matching.swipe`` takes on a pair: a like racing a block
-    cannot create a match after the block committed."""
-    low, high = pair(a, b)
-    key = f"mm:swipe:pair:{low}:{high}"
-    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
-
-
 async def _require_user(session: AsyncSession, user_id: int) -> None:
     found = await session.scalar(
         select(exists().where(User.id == user_id, User.deleted_at.is_(None)))
     )
     if not found:
         raise NotFound("no such user")
-
-
-async def _first_block_penalty(redis: Redis, blocker: int, blocked: int) -> bool:
-    """Whether this block should cost the blocked user trust (once per pair and window)."""
-    try:
-        first = await redis.set(
-            f"mm:trust:blocked:{blocker}:{blocked}", 1, nx=True, ex=BLOCK_PENALTY_WINDOW_S
-        )
-    except (RedisError, OSError):
-        return False  # no dedupe available: skip the penalty rather than repeat it
-    return bool(first)
 
 
 async def block(
@@ -90,7 +73,7 @@ async def block(
     if target_id == user_id:
         raise ApiError("you cannot block yourself", code="invalid_target")
     await _require_user(session, target_id)
-    await _pair_lock(session, user_id, target_id)
+    await lock_pair(session, user_id, target_id)
     created = await session.scalar(
         pg_insert(Block)
         .values(blocker_id=user_id, blocked_id=target_id)
@@ -99,29 +82,18 @@ async def block(
     )
     published: list[events.SafetyEvent] = []
     if created is not None:
-        low, high = pair(user_id, target_id)
-        ended = (
-            await session.execute(
-                update(Match)
-                .where(
-                    Match.user_low_id == low,
-                    Match.user_high_id == high,
-                    Match.unmatched_at.is_(None),
-                )
-                .values(unmatched_at=func.now(), unmatched_by=user_id)
-                .returning(Match.conversation_id)
-            )
-        ).first()
         published.append(events.Block(blocker=user_id, blocked=target_id))
+        ended = await end_match_between(session, user_id=user_id, other_id=target_id)
         if ended is not None:
-            await session.execute(
-                update(Conversation)
-                .where(Conversation.id == ended.conversation_id)
-                .values(closed_at=func.coalesce(Conversation.closed_at, func.now()))
-            )
-            published.append(events.Unmatch(users=(low, high), cid=ended.conversation_id))
+            published.append(ended)
         await notifications.forget_between(session, user_id, target_id)
-        if await _first_block_penalty(redis, user_id, target_id):
+        if await first_in_window(
+            redis,
+            reason="blocked",
+            actor=user_id,
+            target=target_id,
+            window_s=BLOCK_PENALTY_WINDOW_S,
+        ):
             await apply_trust(session, user_id=target_id, reason="blocked")
     out = await _block_out(session, user_id=user_id, target_id=target_id)
     await session.commit()
@@ -229,8 +201,7 @@ async def report(
     await _require_user(session, reported_id)
     await limit(redis, f"report:{reporter_id}", max_hits=REPORTS_PER_HOUR, window_s=3600)
     # Serialize two submissions of the same pair, so "one pending report" holds under races.
-    key = f"mm:report:{reporter_id}:{reported_id}"
-    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+    await advisory_lock(session, f"mm:report:{reporter_id}:{reported_id}")
     earlier = (
         await session.scalars(
             select(Report.status).where(

@@ -3,11 +3,15 @@
 Owns writing the score. The deltas and bounds are :mod:`common.trust`; this module only applies
 them inside the caller's transaction (it never commits), so the score moves if and only if the
 action that caused it commits. Other services call :func:`apply_trust` (matching for ``liked``
-and ``match``, auth for ``email_verified``, safety, moderation and admin for the rest).
+and ``match``, accounts for ``email_verified``, safety, moderation and admin for the rest).
+Events one person can repeat at will against another (toggling a like or a block) go through
+:func:`first_in_window` first, so they move the score once per pair and window.
 """
 
 from __future__ import annotations
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import func, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,3 +38,15 @@ async def apply_trust(session: AsyncSession, *, user_id: int, reason: TrustReaso
         return None
     await session.execute(insert(TrustEvent).values(user_id=user_id, delta=delta, reason=reason))
     return int(score)
+
+
+async def first_in_window(
+    redis: Redis, *, reason: TrustReason, actor: int, target: int, window_s: int
+) -> bool:
+    """Whether ``actor``'s ``reason`` event on ``target`` is the first in ``window_s`` (and so
+    should move the score); False when Redis cannot tell, so a repeat is never counted twice."""
+    try:
+        first = await redis.set(f"mm:trust:{reason}:{actor}:{target}", 1, nx=True, ex=window_s)
+    except (RedisError, OSError):
+        return False
+    return bool(first)

@@ -41,7 +41,7 @@ async def test_interest_catalogue(api: httpx.AsyncClient, user_factory: UserFact
     response = await api.get("/api/interests", headers=user.headers)
     assert response.status_code == 200
     slugs = [i["slug"] for i in response.json()["interests"]]
-    assert sorted(slugs) == sorted(INTERESTS)
+    assert set(INTERESTS) <= set(slugs)  # other tests add their own tags
     assert (await api.get("/api/interests")).status_code == 401
 
 

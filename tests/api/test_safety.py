@@ -196,8 +196,8 @@ async def test_block_costs_trust_once_and_forgets_notifications(
 ) -> None:
     a, b = await user_factory(), await user_factory()
     async with sessions() as session, session.begin():
-        await notifications.create(session, user_id=a.id, kind="new_like", about_user_id=b.id)
-        await notifications.create(session, user_id=b.id, kind="new_like", about_user_id=a.id)
+        await notifications.create(session, user_id=a.id, kind="like", about_user_id=b.id)
+        await notifications.create(session, user_id=b.id, kind="like", about_user_id=a.id)
     assert len((await api.get("/api/notifications", headers=a.headers)).json()["items"]) == 1
     start = await trust_of(sessions, b.id)
     for _ in range(2):
@@ -215,7 +215,7 @@ async def test_block_costs_trust_once_and_forgets_notifications(
     await api.post("/api/blocks", json={"user_id": b.id}, headers=a.headers)
     async with sessions() as session, session.begin():
         assert (
-            await notifications.create(session, user_id=b.id, kind="new_like", about_user_id=a.id)
+            await notifications.create(session, user_id=b.id, kind="like", about_user_id=a.id)
             is None
         )
 
