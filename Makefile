@@ -11,7 +11,7 @@ export MM_REDIS_URL ?= redis://127.0.0.1:$(MM_DEV_REDIS_PORT)/0
 API_URL = http://$${MM_API_HOST:-127.0.0.1}:$${MM_API_PORT:-8000}
 WS_URL = ws://$${MM_REALTIME_HOST:-127.0.0.1}:$${MM_REALTIME_PORT:-8765}
 
-.PHONY: install services migrate seed run test lint format types stop bench loadtest clean-data
+.PHONY: install services migrate seed run test lint format types stop bench loadtest clean-data browser
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import ensurepip, venv' 2>/dev/null || { \
@@ -36,12 +36,21 @@ seed: migrate
 run: seed
 	@echo ""
 	@echo "  API       $(API_URL)        (OpenAPI: $(API_URL)/docs)"
+	@echo "  Demo chat $(API_URL)/demo   (sign in as alice@… in one tab, bob@… in another)"
+	@echo "  Ops page  $(API_URL)/ops    (admin accounts only)"
 	@echo "  Realtime  $(WS_URL)         (health: http://127.0.0.1:$${MM_REALTIME_PORT:-8765}/healthz)"
 	@echo "  Stop with Ctrl-C, then 'make stop' to stop PostgreSQL and Redis."
 	@echo ""
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start api realtime
 
-test: install services
+# The browser tests drive Debian's Chromium through the Python playwright package (dev extra);
+# nothing downloads a browser (never `playwright install`).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing for tests/browser: sudo apt-get install -y chromium"; fi; }
+
+test: install services browser
 	$(BIN)/pytest
 
 lint: install

@@ -25,6 +25,7 @@ from api.routes import (
     photos,
     profiles,
     safety,
+    web,
 )
 from api.state import AppState
 from common.db import make_engine, make_sessionmaker
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(safety.router)
     app.include_router(notifications.router)
     app.include_router(admin.router)
+    app.include_router(web.router)
     return app
 
 
