@@ -90,6 +90,10 @@ class Err(StrEnum):
     """PostgreSQL is unreachable: nothing was stored; resend the same ``cmid`` later."""
     INTERNAL = "internal"
     """An unexpected server fault while handling this frame: retry later."""
+    CONTENT_REJECTED = "content_rejected"
+    """The message matched a moderation rule whose action is reject: nothing was stored."""
+    DAILY_CAP = "daily_cap"
+    """A low-trust account reached its daily message cap (UTC day): nothing was stored."""
 
 
 #: Error codes after which the same frame, sent again later, may succeed.

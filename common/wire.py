@@ -120,7 +120,8 @@ class Msg(_Server, tag="msg"):
     id: int
     sender: int
     cmid: str
-    body: str
+    #: ``None`` when ``deleted`` (as the REST history answers): the message keeps its place.
+    body: str | None
     kind: str
     time: int
     deleted: bool = False
@@ -162,7 +163,42 @@ class Pong(_Server, tag="pong"):
     rid: str | None = None
 
 
-ServerFrame = Ready | Ack | Msg | ReadReceipt | TypingNotice | SyncPage | Reauth | Error | Pong
+class MatchNotice(_Server, tag="match"):
+    """A new match: conversation ``cid`` with ``user`` is open to this socket from now on."""
+
+    cid: int
+    user: int
+
+
+class Deleted(_Server, tag="deleted"):
+    """Message ``seq`` of ``cid`` was deleted by its sender: hide its body."""
+
+    cid: int
+    seq: int
+
+
+class NotificationPush(_Server, tag="notification"):
+    """A persisted notification (the API's ``/api/notifications`` lists the same ``id``)."""
+
+    id: int
+    kind: str
+    payload: dict[str, object] = {}
+
+
+ServerFrame = (
+    Ready
+    | Ack
+    | Msg
+    | ReadReceipt
+    | TypingNotice
+    | SyncPage
+    | Reauth
+    | Error
+    | Pong
+    | MatchNotice
+    | Deleted
+    | NotificationPush
+)
 
 #: One reusable encoder and one decoder per union (msgspec caches the type plans).
 encoder: Final = msgspec.json.Encoder()
@@ -172,3 +208,26 @@ server_decoder: Final = msgspec.json.Decoder(ServerFrame)
 
 def encode(frame: ServerFrame | ClientFrame) -> bytes:
     return encoder.encode(frame)
+
+
+class Scope(msgspec.Struct):
+    """The routing fields of any server frame; every other field is skipped while decoding."""
+
+    cid: int = 0
+    sender: int = 0
+    user: int = 0
+
+
+_scope_decoder: Final = msgspec.json.Decoder(Scope)
+
+
+def scope_of(data: bytes) -> tuple[int, int]:
+    """``(cid, author)`` of an encoded server frame (0 for what it lacks), for fan-out filters.
+
+    The author is ``sender`` (``msg``) or else ``user`` (``read``, ``typing``, ``presence``).
+    """
+    try:
+        scope = _scope_decoder.decode(data)
+    except msgspec.MsgspecError:
+        return 0, 0
+    return scope.cid, scope.sender or scope.user

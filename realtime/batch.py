@@ -70,8 +70,8 @@ FROM (
 ) d
 WHERE cm.conversation_id = d.conversation_id AND cm.user_id = d.user_id
 """
-# Receipts never move backwards; unread_count is recounted from the new mark (own messages
-# never count).
+# Receipts never move backwards; unread_count is recounted from the new mark (own and deleted
+# messages never count, as in the API's recount: api/services/conversations.py).
 READ_SQL: Final = """
 UPDATE conversation_members cm
 SET last_read_seq = GREATEST(cm.last_read_seq, LEAST(v.seq, c.last_seq)),
@@ -80,6 +80,7 @@ SET last_read_seq = GREATEST(cm.last_read_seq, LEAST(v.seq, c.last_seq)),
         WHERE m.conversation_id = cm.conversation_id
           AND m.seq > GREATEST(cm.last_read_seq, LEAST(v.seq, c.last_seq))
           AND m.sender_id <> cm.user_id
+          AND m.deleted_at IS NULL
     )
 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(cid, user_id, seq), conversations c
 WHERE cm.conversation_id = v.cid AND cm.user_id = v.user_id AND c.id = v.cid

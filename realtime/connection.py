@@ -74,6 +74,9 @@ class Connection:
         self.ws, self.node = ws, node
         self.session = node.new_session()
         self.user_id = 0
+        #: The ``ver`` claim of the token this socket last authenticated with (safety events
+        #: close only sockets whose token is older than a bump).
+        self.token_version = 0
         self.closing = False
         self.attached = False
         self.proto: Protocol | None = None
@@ -174,6 +177,7 @@ class Connection:
             self.proto.auth_failed(result, result.name.lower())
             return
         claims, memberships = result
+        self.token_version = claims.token_version
         first = False
         if not action.refresh:
             self.user_id = claims.user_id

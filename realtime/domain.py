@@ -31,6 +31,8 @@ class UserState:
 
     token_version: int
     disabled: bool
+    #: 0-100; below common.trust's threshold the daily message cap applies (realtime/moderation).
+    trust_score: int = 50
 
 
 class Replier(Protocol):

@@ -8,7 +8,7 @@ others). It must not touch Redis or PostgreSQL: remote nodes are the broker's bu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 
@@ -26,6 +26,10 @@ class Hub:
     def __init__(self, *, max_per_user: int) -> None:
         self.max_per_user = max_per_user
         self._by_user: dict[int, set[Socket]] = {}
+        #: Asked per recipient socket for scoped deliveries: may ``socket`` see a frame of
+        #: conversation ``cid`` by ``author``? Set by the safety events consumer (block/unmatch
+        #: filter at fan-out, so items already in flight are stopped too).
+        self.gate: Callable[[Socket, int, int], bool] | None = None
 
     def add(self, socket: Socket) -> bool | None:
         """Index ``socket``: True if it is the user's first here, None if over the per-user cap."""
@@ -46,12 +50,24 @@ class Hub:
         del self._by_user[socket.user_id]
         return True
 
-    def deliver(self, users: Iterable[int], data: bytes, exclude: object = None) -> int:
-        """Write ``data`` to every local socket of ``users`` but ``exclude``; return how many."""
+    def deliver(
+        self,
+        users: Iterable[int],
+        data: bytes,
+        exclude: object = None,
+        scope: tuple[int, int] | None = None,
+    ) -> int:
+        """Write ``data`` to every local socket of ``users`` but ``exclude``; return how many.
+
+        ``scope`` is the frame's ``(cid, author)`` (0 when it has none): each recipient socket
+        is then checked by :attr:`gate` just before the write.
+        """
+        gate = self.gate if scope is not None else None
+        cid, author = scope or (0, 0)
         count = 0
         for user in users:
             for socket in tuple(self._by_user.get(user, ())):
-                if socket is not exclude:
+                if socket is not exclude and (gate is None or gate(socket, cid, author)):
                     socket.write(data)
                     count += 1
         return count

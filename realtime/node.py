@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from common import wire
@@ -30,6 +30,7 @@ from realtime.domain import (
     SendOutcome,
     SendRequest,
     StoredMessage,
+    UserState,
 )
 from realtime.hub import Hub, Socket
 from realtime.protocol import Config, TypingAction
@@ -68,6 +69,14 @@ class Node:
         self.connections: set[Closable] = set()
         self._sessions = itertools.count(1)
         self.slow_consumer_closes = 0
+        # Hooks of realtime/safety.py and realtime/moderation.py (None: not wired, as in tests).
+        #: ``(user, token version, users row or None)`` at authentication -> a close code if a
+        #: safety event already revoked it (also where the moderation gate reads trust).
+        self.admission: Callable[[int, int, UserState | None], Close | None] | None = None
+        #: Takes a send before the batch writer (moderation, daily cap); False: not taken.
+        self.send_gate: Callable[[SendRequest, Replier], bool] | None = None
+        #: Bumped by each membership-changing safety event; a cache loaded across one reloads.
+        self.membership_epoch = 0
 
     @property
     def node_id(self) -> str:
@@ -105,13 +114,24 @@ class Node:
                 await self.broker.cache_token_version(user, version)
         if claims.token_version != version:
             return Close.REVOKED
-        return claims, (await self.memberships(user) if db_up else None)
+        memberships = await self.memberships(user) if db_up else None
+        # No await from here to the caller's attach: an event applied meanwhile is seen here.
+        if self.admission is not None and (refused := self.admission(user, version, state)):
+            return refused
+        return claims, memberships
 
     async def memberships(self, user: int) -> Memberships | None:
-        try:
-            return await self.store.memberships(user)
-        except StoreUnavailable:
-            return None
+        memberships = None
+        for _attempt in range(3):
+            # Read again if a block/unmatch/match was applied while this read was in flight.
+            epoch = self.membership_epoch
+            try:
+                memberships = await self.store.memberships(user)
+            except StoreUnavailable:
+                return None
+            if epoch == self.membership_epoch:
+                break
+        return memberships
 
     # -- connections -------------------------------------------------------------------------
 
@@ -134,6 +154,9 @@ class Node:
     # -- the write path ----------------------------------------------------------------------
 
     def submit(self, request: SendRequest | ReadRequest, reply: Replier) -> None:
+        gate = self.send_gate
+        if gate is not None and isinstance(request, SendRequest) and gate(request, reply):
+            return  # answered (rejected, capped) or queued behind the daily counter
         self.writer.submit(request, reply)
 
     def on_outcomes(self, outcomes: list[Outcome]) -> None:
@@ -166,24 +189,35 @@ class Node:
             time=stored.time_ms,
         )
         users = (request.sender, *request.peers)
-        self.deliver(users, wire.encode(frame), exclude=outcome.reply)
+        scope = (request.cid, request.sender)
+        self.deliver(users, wire.encode(frame), exclude=outcome.reply, scope=scope)
 
     def _fan_out_read(self, outcome: ReadOutcome) -> None:
         request = outcome.request
         frame = wire.ReadReceipt(cid=request.cid, user=request.user, seq=outcome.seq)
-        self.deliver(request.peers, wire.encode(frame))
+        self.deliver(request.peers, wire.encode(frame), scope=(request.cid, request.user))
 
     def typing(self, action: TypingAction) -> None:
         self.deliver(action.peers, action.data)
 
-    def deliver(self, users: Sequence[int], data: bytes, exclude: object = None) -> None:
-        """Local sockets now, other nodes through the broker (same bytes everywhere)."""
-        self.hub.deliver(users, data, exclude=exclude)
+    def deliver(
+        self,
+        users: Sequence[int],
+        data: bytes,
+        exclude: object = None,
+        scope: tuple[int, int] | None = None,
+    ) -> None:
+        """Local sockets now, other nodes through the broker (same bytes everywhere).
+
+        ``scope`` is the frame's ``(cid, author)`` (read from ``data`` when not given): each
+        recipient socket is checked against its block/membership cache just before the write.
+        """
+        self.hub.deliver(users, data, exclude=exclude, scope=scope or wire.scope_of(data))
         self.broker.publish(users, data)
 
     def on_remote(self, users: Sequence[int], data: bytes) -> None:
-        """An entry of this node's delivery stream."""
-        self.hub.deliver(users, data)
+        """An entry of this node's delivery stream (filtered here too: it may be in flight)."""
+        self.hub.deliver(users, data, scope=wire.scope_of(data))
 
     async def sync(
         self, user: int, positions: dict[int, int], limit: int

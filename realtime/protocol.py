@@ -474,14 +474,15 @@ class Protocol:
 
 
 def message_frame(m: StoredMessage) -> wire.Msg:
-    """The ``msg`` frame of a stored message; a deleted one keeps its place without its body."""
+    """The ``msg`` frame of a stored message; a deleted one keeps its place, body ``None``
+    (the REST history's ``null``)."""
     return wire.Msg(
         cid=m.cid,
         seq=m.seq,
         id=m.id,
         sender=m.sender,
         cmid=m.cmid,
-        body="" if m.deleted else m.body,
+        body=None if m.deleted else m.body,
         kind=m.kind,
         time=m.time_ms,
         deleted=m.deleted,

@@ -37,9 +37,12 @@ from common.tokens import keyset_from_settings
 from realtime.batch import BatchWriter
 from realtime.broker import RedisBroker
 from realtime.connection import Connection
+from realtime.domain import UserState
 from realtime.hub import Hub
+from realtime.moderation import ModerationGate
 from realtime.node import Node
 from realtime.protocol import Config
+from realtime.safety import SafetyConsumer
 from realtime.store import Store, create_pool
 
 log = logging.getLogger("realtime.server")
@@ -97,6 +100,8 @@ class Services:
     writer: BatchWriter
     broker: RedisBroker
     node: Node
+    moderation: ModerationGate
+    safety: SafetyConsumer
 
     @classmethod
     async def build(cls, settings: Settings) -> Services:
@@ -132,18 +137,45 @@ class Services:
             sndbuf=settings.realtime_sndbuf_bytes,
         )
         writer.on_done = node.on_outcomes
-        return cls(pool=pool, writer=writer, broker=broker, node=node)
+        moderation = ModerationGate(
+            pool, settings.redis_url, writer=writer, node_id=node_id, timeout_s=timeout
+        )
+        safety = SafetyConsumer(
+            node, settings.redis_url, timeout_s=timeout, reload_moderation=moderation.reload
+        )
+
+        def admission(user: int, version: int, state: UserState | None) -> Close | None:
+            moderation.note_user(user, state)
+            return safety.state.admission(user, version)
+
+        node.admission, node.send_gate = admission, moderation.take
+        # Before the first socket: the filter (best effort; retried in the background) and the
+        # safety stream's starting point (see realtime/safety.py).
+        await moderation.reload()
+        await safety.prime()
+        return cls(
+            pool=pool,
+            writer=writer,
+            broker=broker,
+            node=node,
+            moderation=moderation,
+            safety=safety,
+        )
 
     def start(self) -> None:
         self.writer.start()
         self.broker.start(self.node.on_remote)
+        self.moderation.start()
+        self.safety.start()
 
     async def stop(self, server: Server, *, timeout_s: float) -> None:
         await self.writer.stop(drain_timeout_s=timeout_s)
         server.close(close_connections=True, code=Close.GOING_AWAY, reason="node stopping")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), timeout_s)
+        await self.safety.close()
         await self.broker.close()
+        await self.moderation.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.pool.close(), timeout_s)
 

@@ -35,7 +35,7 @@ UNAVAILABLE_ERRORS: Final = (
 
 #: Every table and column the realtime SQL touches (checked against common.models by a test).
 COLUMNS: Final = {
-    "users": {"id", "token_version", "is_active", "banned_until", "deleted_at"},
+    "users": {"id", "token_version", "is_active", "banned_until", "deleted_at", "trust_score"},
     "conversations": {"id", "last_seq", "last_message_at", "closed_at"},
     "conversation_members": {"conversation_id", "user_id", "last_read_seq", "unread_count"},
     "messages": {
@@ -54,7 +54,8 @@ COLUMNS: Final = {
 
 USER_SQL: Final = """
 SELECT token_version,
-       (NOT is_active OR deleted_at IS NOT NULL OR coalesce(banned_until > now(), false))
+       (NOT is_active OR deleted_at IS NOT NULL OR coalesce(banned_until > now(), false)),
+       trust_score
 FROM users WHERE id = $1
 """
 
@@ -120,7 +121,7 @@ class Store:
                 row = await con.fetchrow(USER_SQL, user_id)
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
-        return None if row is None else UserState(int(row[0]), bool(row[1]))
+        return None if row is None else UserState(int(row[0]), bool(row[1]), int(row[2]))
 
     async def memberships(self, user_id: int) -> Memberships:
         try:

@@ -272,7 +272,8 @@ def test_sync_positions_fill_in_every_conversation_and_report_foreign_ones() -> 
     proto.sync_finished([deleted], end=True, rid="s", gone=(99,))
     (page,) = frames(proto.take())
     assert page["end"] is True and page["gone"] == [99]
-    assert (page["msgs"][0]["body"], page["msgs"][0]["deleted"]) == ("", True)
+    # As the REST history answers: the place is kept, the body is null.
+    assert (page["msgs"][0]["body"], page["msgs"][0]["deleted"]) == (None, True)
 
 
 def test_wire_limits_are_enforced_while_decoding() -> None:

@@ -1,0 +1,344 @@
+"""The safety events consumer: every node applies the API's safety stream to its own sockets.
+
+Owns reading :data:`common.events.SAFETY_STREAM` (XREAD BLOCK on a Redis client of its own, from
+the last id read) and applying each event at once, synchronously, to this node's sockets and
+caches:
+
+- ``Block`` / ``Unmatch``: the pair's conversations leave both users' membership caches and the
+  pair (or the conversation) is remembered node-wide, so :meth:`SafetyState.admits`, asked by
+  the hub before every scoped write (``msg``, ``typing``, ``read``, ``deleted``, ``presence``),
+  stops items already in flight too; the protocol then refuses frames with ``not_member`` /
+  ``blocked``. ``Unblock`` reloads both users' caches from PostgreSQL (a block the other way
+  may remain; the ended conversation stays closed).
+- ``Match``: the conversation joins both users' caches and a ``match`` frame goes to their
+  sockets (no reconnect needed).
+- ``Ban`` / ``TokenBump``: the user's sockets close with ``ACCOUNT_DISABLED`` / ``REVOKED``
+  (only sockets whose token is older than the bump) and the node remembers the floor, so an
+  authentication racing the event is refused too (:meth:`SafetyState.admission`).
+- ``MessageDeleted`` / ``ReadUpTo`` (REST deletes and reads) become ``deleted`` / ``read``
+  frames; ``Notify`` a ``notification`` frame; ``ModerationChanged`` reloads the filter.
+
+Where a node starts reading: caches are loaded from PostgreSQL when a socket authenticates, and
+the API publishes an event only after its transaction commits, so any event a cache can miss
+was published after that load. :meth:`SafetyConsumer.prime` resolves the stream's current last
+id ("$" made concrete) before the server accepts its first socket; everything later is read.
+After a lost Redis connection the reader reconnects with backoff and resumes from its last id;
+because the API drops events it cannot publish while Redis is down (and a wiped Redis loses the
+stream), the first successful read after a failure also re-checks every local socket against
+PostgreSQL (memberships, blocks, token version, account state) and reloads the filter.
+
+It must not await on a socket or touch asyncpg (the node's store does); redis exceptions stay
+inside this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Final
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from common import events, wire
+from common.codes import Close
+from realtime.connection import Connection
+from realtime.domain import Memberships
+from realtime.hub import Socket
+from realtime.node import Node
+from realtime.store import StoreUnavailable
+
+log = logging.getLogger("realtime.safety")
+
+_FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+#: Node-wide memory of recent events (FIFO beyond this): in-flight items are seconds old, and
+#: PostgreSQL has the durable truth for everything older.
+REMEMBER_MAX: Final = 100_000
+
+
+def _remember(table: dict[Any, Any], key: Any, value: Any = None) -> None:
+    table.pop(key, None)
+    table[key] = value
+    if len(table) > REMEMBER_MAX:
+        del table[next(iter(table))]
+
+
+def memberships_of(socket: Socket) -> Memberships | None:
+    if isinstance(socket, Connection) and socket.proto is not None:
+        return socket.proto.memberships
+    return None
+
+
+class SafetyState:
+    """What this node has learned from safety events: the fan-out gate and the auth check."""
+
+    def __init__(self) -> None:
+        self.closed: dict[int, None] = {}  # conversation ids closed by unmatch or block
+        self.blocks: dict[tuple[int, int], None] = {}  # (blocker, blocked)
+        self.token_floor: dict[int, int] = {}  # user -> lowest valid token version
+        self.banned: dict[int, float] = {}  # user -> banned until (epoch s; inf: permanent)
+
+    def admits(self, socket: Socket, cid: int, author: int) -> bool:
+        """May ``socket`` get a frame of conversation ``cid`` by ``author`` (0: none)?"""
+        if cid and cid in self.closed:
+            return False
+        if author:
+            user = socket.user_id
+            if self.blocks and ((user, author) in self.blocks or (author, user) in self.blocks):
+                return False
+            m = memberships_of(socket)
+            if m is not None and author in m.blocked:
+                return False
+        return True
+
+    def admission(self, user: int, token_version: int) -> Close | None:
+        """A close code for an authentication that an event applied meanwhile revoked."""
+        until = self.banned.get(user)
+        if until is not None and until > time.time():
+            return Close.ACCOUNT_DISABLED
+        if token_version < self.token_floor.get(user, 0):
+            return Close.REVOKED
+        return None
+
+
+class SafetyConsumer:
+    """Reads the safety stream and applies each event to this node (see module docstring)."""
+
+    def __init__(
+        self,
+        node: Node,
+        redis_url: str,
+        *,
+        timeout_s: float,
+        block_ms: int = 1000,
+        reload_moderation: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self.node, self.timeout_s, self.block_ms = node, timeout_s, block_ms
+        self.state = SafetyState()
+        self.reload_moderation = reload_moderation
+        self.redis = Redis.from_url(
+            redis_url,
+            socket_timeout=block_ms / 1000 + timeout_s,
+            socket_connect_timeout=timeout_s,
+            client_name=f"rt:{node.node_id}:safety",
+        )
+        self.last_id = f"{int(time.time() * 1000)}-0"
+        self.applied = 0
+        self.failures = 0
+        self._task: asyncio.Task[None] | None = None
+        self._side: set[asyncio.Task[Any]] = set()
+        node.hub.gate = self.state.admits
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def prime(self) -> None:
+        """Start from the stream's current end; call before the server accepts sockets.
+
+        When Redis cannot say, the current time is used (stream ids are milliseconds).
+        """
+        try:
+            newest = await asyncio.wait_for(
+                self.redis.xrevrange(events.SAFETY_STREAM, count=1), self.timeout_s
+            )
+        except _FAILURES as exc:
+            log.warning("safety stream not primed", extra={"error": type(exc).__name__})
+            return
+        self.last_id = _text(newest[0][0]) if newest else "0-0"
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._read_loop(), name="safety-reader")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._task, *self._side) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._task, self._side = None, set()
+        await self.redis.aclose()
+
+    def _spawn(self, work: Awaitable[Any], name: str) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("safety side task failed", extra={"task": name})
+
+        task = asyncio.create_task(run(), name=name)
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        backoff, failed = 0.05, False
+        while True:
+            try:
+                reply = await self.redis.xread(
+                    {events.SAFETY_STREAM: self.last_id}, count=500, block=self.block_ms
+                )
+            except _FAILURES as exc:
+                self.failures += 1
+                failed = True
+                log.warning("safety stream read failed", extra={"error": type(exc).__name__})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            if failed:
+                failed = False
+                self._spawn(self.recheck(), "safety-recheck")
+            for entry_id, fields in _entries(reply):
+                self.last_id = entry_id
+                try:
+                    event = events.decode_event(fields[b"e"])
+                except (KeyError, msgspec.MsgspecError):
+                    log.error("bad safety event", extra={"id": entry_id})
+                    continue
+                try:
+                    self.apply(event)
+                except Exception:
+                    log.exception("safety event failed", extra={"id": entry_id})
+                self.applied += 1
+
+    # -- applying ----------------------------------------------------------------------------
+
+    def apply(self, event: events.SafetyEvent) -> None:
+        """Apply one event to this node's sockets and caches; never awaits."""
+        match event:
+            case events.Block(blocker=a, blocked=b):
+                self._block(a, b)
+            case events.Unblock(blocker=a, blocked=b):
+                self.state.blocks.pop((a, b), None)
+                self.node.membership_epoch += 1
+                self._spawn(self.reload_memberships((a, b)), "safety-unblock")
+            case events.Unmatch(users=(a, b), cid=cid):
+                self._close_conversation(cid, (a, b))
+            case events.Match(users=(a, b), cid=cid):
+                self._match(cid, a, b)
+            case events.Ban(user=user, until=until):
+                end = float("inf") if until is None else until
+                if end > time.time():
+                    _remember(self.state.banned, user, end)
+                    self._close_user(user, Close.ACCOUNT_DISABLED, "account disabled")
+            case events.TokenBump(user=user, version=version):
+                if version > self.state.token_floor.get(user, 0):
+                    _remember(self.state.token_floor, user, version)
+                self._close_user(user, Close.REVOKED, "token revoked", below=version)
+            case events.ModerationChanged():
+                if self.reload_moderation is not None:
+                    self._spawn(self.reload_moderation(), "moderation-reload")
+            case events.Notify(user=user, id=nid, kind=kind, payload=payload):
+                frame = wire.NotificationPush(id=nid, kind=kind, payload=payload)
+                self.node.hub.deliver((user,), wire.encode(frame))
+            case events.MessageDeleted(cid=cid, seq=seq, users=users):
+                data = wire.encode(wire.Deleted(cid=cid, seq=seq))
+                self.node.hub.deliver(users, data, scope=(cid, 0))
+            case events.ReadUpTo(cid=cid, user=user, seq=seq):
+                data = wire.encode(wire.ReadReceipt(cid=cid, user=user, seq=seq))
+                self.node.hub.deliver(self._members_here(cid, user), data, scope=(cid, user))
+
+    def _connections(self, user: int) -> Iterator[Connection]:
+        for socket in self.node.hub.sockets_of(user):
+            if isinstance(socket, Connection):
+                yield socket
+
+    def _block(self, blocker: int, blocked: int) -> None:
+        _remember(self.state.blocks, (blocker, blocked))
+        self.node.membership_epoch += 1
+        for user, other in ((blocker, blocked), (blocked, blocker)):
+            for conn in self._connections(user):
+                m = memberships_of(conn)
+                if m is None:
+                    continue
+                m.blocked = m.blocked | {other}
+                for cid in [c for c, peers in m.peers.items() if other in peers]:
+                    # The API's block ends the match and closes the conversation; the Unmatch
+                    # event follows, this does not wait for it.
+                    del m.peers[cid]
+                    _remember(self.state.closed, cid)
+
+    def _close_conversation(self, cid: int, users: tuple[int, ...]) -> None:
+        _remember(self.state.closed, cid)
+        self.node.membership_epoch += 1
+        for user in users:
+            for conn in self._connections(user):
+                m = memberships_of(conn)
+                if m is not None:
+                    m.peers.pop(cid, None)
+
+    def _match(self, cid: int, a: int, b: int) -> None:
+        self.node.membership_epoch += 1
+        for user, other in ((a, b), (b, a)):
+            data = wire.encode(wire.MatchNotice(cid=cid, user=other))
+            for conn in self._connections(user):
+                m = memberships_of(conn)
+                if m is not None and other not in m.blocked:
+                    m.peers[cid] = (other,)
+            self.node.hub.deliver((user,), data, scope=(cid, other))
+
+    def _close_user(self, user: int, code: Close, reason: str, below: int | None = None) -> None:
+        for conn in tuple(self._connections(user)):
+            if below is None or conn.token_version < below:
+                conn.close(code, reason)
+
+    def _members_here(self, cid: int, reader: int) -> list[int]:
+        """Users with a socket here whose cache holds ``cid``, other than ``reader``."""
+        users = {
+            conn.user_id
+            for conn in tuple(self.node.connections)
+            if isinstance(conn, Connection)
+            and conn.user_id != reader
+            and (m := memberships_of(conn)) is not None
+            and cid in m.peers
+        }
+        return sorted(users)
+
+    # -- re-reading PostgreSQL ---------------------------------------------------------------
+
+    async def reload_memberships(self, users: tuple[int, ...]) -> None:
+        """Replace the caches of ``users``' local sockets with PostgreSQL's view."""
+        for user in users:
+            if not self.node.hub.has(user):
+                continue
+            fresh = await self.node.memberships(user)
+            if fresh is None:
+                continue
+            for conn in self._connections(user):
+                if conn.proto is not None:
+                    # Each socket gets its own copy: events edit caches in place.
+                    conn.proto.set_memberships(
+                        Memberships(dict(fresh.peers), fresh.blocked, fresh.loaded_at)
+                    )
+
+    async def recheck(self) -> None:
+        """After a stream outage: events may be lost, so ask PostgreSQL about every socket."""
+        if self.reload_moderation is not None:
+            await self.reload_moderation()
+        for user in tuple(self.node.hub.users()):
+            try:
+                state = await self.node.store.user_state(user)
+            except StoreUnavailable:
+                return  # the next outage's recheck will try again
+            if state is None or state.disabled:
+                self._close_user(user, Close.ACCOUNT_DISABLED, "account disabled")
+                continue
+            self._close_user(user, Close.REVOKED, "token revoked", below=state.token_version)
+            await self.reload_memberships((user,))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries(reply: Any) -> Iterator[tuple[str, dict[bytes, bytes]]]:
+    """The entries of an XREAD reply, whichever RESP version shaped it."""
+    streams = reply.items() if isinstance(reply, dict) else (reply or [])
+    for _name, entries in streams:
+        for entry_id, fields in entries:
+            yield _text(entry_id), fields
