@@ -1,0 +1,479 @@
+"""The peak load generator: ``python -m loadtest.generator {peak,rate,idle} ...`` (uvloop).
+
+Owns driving chat servers hard from one process and measuring them. ``peak``: N conversation
+pairs (made in PostgreSQL, tokens from the target's development key set), both members send,
+each client keeps at most ``--window`` sends awaiting their ack; the run stops at ``--duration``
+seconds or ``--messages`` sends, whichever comes first. ``rate``: the same at a fixed offered
+rate (latency measured from each message's scheduled time, so a stalled server cannot hide its
+queueing: no coordinated omission). ``idle``: opens and holds N authenticated connections and
+reports the node's RSS per connection. Chat runs end with the correctness check of
+:func:`loadtest.report.check_run` (acked ⊆ stored, no duplicates, gapless seq, every recipient
+got every acked message).
+
+Clients are spread over one or more node URLs (``--spread cross`` puts the two members of a
+pair on different nodes), may bind to several loopback source addresses (127.0.0.2, ...) to pass
+the ~28k ephemeral ports of one address, and the process raises its own open-file limit. Only
+loopback targets are accepted; every loop is bounded in count and time. It never starts or stops
+a server (``loadtest/bench.py`` does) and speaks each protocol through :mod:`loadtest.adapters`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import json
+import math
+import resource
+import secrets
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
+
+import uvloop
+
+from common.settings import Settings, get_settings
+from loadtest import population
+from loadtest.adapters import ACK, ERROR, MSG, READY, Adapter, make_adapter
+from loadtest.report import ChatReport, IdleReport, Latency, check_run
+from loadtest.wsclient import HandshakeError, WsClient
+
+CONNECT_CONCURRENCY: Final = 200
+PER_SOURCE: Final = 20_000  # below the 28,232 ephemeral ports of one source address
+MAX_SOURCES: Final = 50
+DRAIN_S: Final = 10.0
+TICK_S: Final = 0.001
+
+
+def check_loopback(url: str) -> str:
+    host = urlsplit(url).hostname or ""
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise SystemExit(f"refusing a non-loopback target: {url}")
+    return url
+
+
+def with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    if parts.path not in ("", "/"):
+        return url
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def source_address(index: int, sources: int) -> str | None:
+    """127.0.0.(2 + k) for the k-th block of PER_SOURCE connections; None with one source."""
+    if sources <= 1:
+        return None
+    return f"127.0.0.{2 + min(index // PER_SOURCE, sources - 1)}"
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise RLIMIT_NOFILE toward ``wanted`` (the hard limit too when allowed); the new soft."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if wanted > hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+    target = min(max(soft, wanted), hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+# -- one chat run ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Shared history of a chat run: what was sent, acked, delivered and refused."""
+
+    adapter: Adapter
+    window: int
+    remaining: int
+    body: str
+    warmup_until: float = math.inf
+    sending: bool = False
+    sent_at: dict[str, float] = field(default_factory=dict)
+    acked: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    delivered: set[tuple[int, str]] = field(default_factory=set)
+    ack_lat: list[float] = field(default_factory=list)
+    deliv_lat: list[float] = field(default_factory=list)
+    delivered_count: int = 0
+    measured_delivered: int = 0
+    measured_acked: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    closes: Counter[str] = field(default_factory=Counter)
+    inflight: int = 0
+
+
+class ChatClient:
+    """One member of a pair on one socket: sends to its partner, records acks and deliveries."""
+
+    def __init__(self, run: Run, *, user: int, peer: int, cid: int, index: int, tag: str) -> None:
+        self.run, self.user, self.peer, self.cid = run, user, peer, cid
+        self.prefix = f"{tag}.{index}."
+        self.counter = itertools.count()
+        self.inflight = 0
+        self.backlog: list[float] = []  # scheduled send times (rate mode)
+        self.rate_mode = False
+        self.ws: WsClient | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._refill_soon = False
+
+    async def connect(self, url: str, token: str, source: str | None) -> None:
+        self.ws = await WsClient.connect(
+            url, token=token, on_text=self.on_text, on_close=self.on_close, source=source
+        )
+        if not self.run.adapter.has_ready:
+            self.ready.set_result(None)
+
+    def on_close(self, code: int) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed:{code}"))
+        if self.run.sending or not self.ready.done():
+            self.run.closes[str(code)] += 1
+
+    def on_text(self, data: bytes) -> None:
+        kind, cmid, code, seq = self.run.adapter.classify(data)
+        run = self.run
+        now = time.perf_counter()
+        if kind == ACK:
+            sent = run.sent_at.get(cmid)
+            if sent is None or cmid in run.acked:
+                return  # a duplicate ack: nothing new
+            run.acked[cmid] = (self.user, self.peer, seq)
+            self.inflight -= 1
+            run.inflight -= 1
+            if sent >= run.warmup_until:
+                run.ack_lat.append(now - sent)
+                run.measured_acked += 1
+            self.schedule_refill()
+        elif kind == MSG:
+            key = (self.user, cmid)
+            if key in run.delivered:
+                return
+            run.delivered.add(key)
+            run.delivered_count += 1
+            sent = run.sent_at.get(cmid)
+            if sent is not None and sent >= run.warmup_until:
+                run.deliv_lat.append(now - sent)
+                run.measured_delivered += 1
+        elif kind == ERROR:
+            run.errors[code] += 1
+            if cmid and cmid in run.sent_at and cmid not in run.acked:
+                self.inflight -= 1
+                run.inflight -= 1
+                self.schedule_refill()
+        elif kind == READY and not self.ready.done():
+            self.ready.set_result(None)
+
+    def schedule_refill(self) -> None:
+        # One refill per batch of frames: the refill writes all new sends in one syscall.
+        if not self._refill_soon and self.run.sending:
+            self._refill_soon = True
+            asyncio.get_running_loop().call_soon(self.refill)
+
+    def refill(self) -> None:
+        self._refill_soon = False
+        run, ws = self.run, self.ws
+        if not run.sending or ws is None or not ws.open:
+            return
+        room = run.window - self.inflight
+        if self.rate_mode:
+            room = min(room, len(self.backlog))
+        room = min(room, run.remaining)
+        if room <= 0:
+            return
+        encode, cid, prefix, body = run.adapter.encode_send, self.cid, self.prefix, run.body
+        frames = []
+        now = time.perf_counter()
+        for i in range(room):
+            cmid = f"{prefix}{next(self.counter)}"
+            run.sent_at[cmid] = self.backlog[i] if self.rate_mode else now
+            frames.append(encode(cid, cmid, body))
+        if self.rate_mode:
+            del self.backlog[:room]
+        self.inflight += room
+        run.inflight += room
+        run.remaining -= room
+        ws.send_many(frames)
+
+
+async def _connect_all(
+    clients: list[tuple[ChatClient, str, str]], sources: int, run: Run, timeout_s: float
+) -> None:
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(index: int, client: ChatClient, url: str, token: str) -> None:
+        async with gate:
+            try:
+                await client.connect(url, token, source_address(index, sources))
+                await asyncio.wait_for(asyncio.shield(client.ready), timeout_s)
+            except ConnectionError as exc:  # closed before ready: name the close code
+                run.errors[f"connect:{exc}"] += 1
+            except (OSError, TimeoutError, HandshakeError) as exc:
+                run.errors[f"connect:{type(exc).__name__}"] += 1
+
+    await asyncio.gather(*(one(i, c, u, t) for i, (c, u, t) in enumerate(clients)))
+
+
+async def chat_run(
+    *,
+    target: str,
+    urls: Sequence[str],
+    pairs: int,
+    window: int,
+    duration_s: float,
+    messages: int,
+    rate: float | None = None,
+    warmup_s: float = 1.0,
+    body_chars: int = 32,
+    spread: str = "same",
+    sources: int = 1,
+    settings: Settings | None = None,
+    drain_s: float = DRAIN_S,
+) -> ChatReport:
+    """Run one bounded chat load and return the report (check included)."""
+    settings = settings or get_settings()
+    adapter = make_adapter(target)
+    urls = [with_path(check_loopback(u), adapter.path) for u in urls]
+    raise_nofile(4 * pairs + 1024)
+    made = await population.create_pairs(settings.asyncpg_dsn, pairs)
+    tokens = population.mint_tokens(settings, [u for p in made for u in (p.a, p.b)])
+    run = Run(adapter=adapter, window=window, remaining=messages, body="x" * body_chars)
+    tag = secrets.token_hex(3)
+    clients: list[tuple[ChatClient, str, str]] = []
+    for i, p in enumerate(made):
+        url_a = urls[i % len(urls)]
+        url_b = urls[(i + 1) % len(urls)] if spread == "cross" else url_a
+        a = ChatClient(run, user=p.a, peer=p.b, cid=p.cid, index=2 * i, tag=tag)
+        b = ChatClient(run, user=p.b, peer=p.a, cid=p.cid, index=2 * i + 1, tag=tag)
+        clients += [(a, url_a, tokens[p.a]), (b, url_b, tokens[p.b])]
+    await _connect_all(clients, sources, run, timeout_s=30.0)
+    ok = {id(c) for c, _, _ in clients if c.ready.done() and not c.ready.exception()}
+    # Only pairs whose two members are both connected send: a message to an absent member
+    # could not be delivered, and the check would blame the server for it.
+    live = [
+        c
+        for a, b in zip(clients[::2], clients[1::2], strict=True)
+        if id(a[0]) in ok and id(b[0]) in ok
+        for c in (a[0], b[0])
+    ]
+    start = time.perf_counter()
+    run.warmup_until = start + (warmup_s if duration_s > 2 * warmup_s else 0.0)
+    deadline = start + duration_s
+    run.sending = True
+    if rate is None:
+        for c in live:
+            c.refill()
+        while time.perf_counter() < deadline and (run.remaining > 0 or run.inflight > 0):
+            await asyncio.sleep(0.05)
+            if run.remaining <= 0:
+                break
+    else:
+        await _offer(run, live, rate, start, deadline)
+    send_end = time.perf_counter()
+    run.sending = False
+    measured_s = max(send_end - run.warmup_until, 1e-9)
+    # Let outstanding acks and deliveries arrive (bounded), then read what was stored.
+    drain_deadline = time.perf_counter() + drain_s
+    while time.perf_counter() < drain_deadline:
+        if run.inflight <= 0 and len(run.delivered) >= len(run.acked):
+            break
+        await asyncio.sleep(0.02)
+    for c in live:
+        if c.ws is not None:
+            c.ws.close()
+    stored = await population.stored_messages(settings.asyncpg_dsn, [p.cid for p in made])
+    check = check_run(acked=run.acked, delivered=run.delivered, stored=stored)
+    return ChatReport(
+        target=target,
+        mode="peak" if rate is None else "rate",
+        nodes=len(urls),
+        pairs=pairs,
+        window=window,
+        offered_rate=rate,
+        duration_s=round(send_end - start, 3),
+        sent=len(run.sent_at),
+        acked=len(run.acked),
+        delivered=run.delivered_count,
+        delivered_per_s=round(run.measured_delivered / measured_s, 1),
+        acked_per_s=round(run.measured_acked / measured_s, 1),
+        send_to_ack=Latency.of(run.ack_lat),
+        send_to_delivery=Latency.of(run.deliv_lat),
+        errors=dict(run.errors),
+        closes=dict(run.closes),
+        check=check.summary(),
+    )
+
+
+async def _offer(
+    run: Run, clients: list[ChatClient], rate: float, start: float, deadline: float
+) -> None:
+    """Schedule sends at ``rate``/s round-robin over ``clients`` until ``deadline``."""
+    if not clients:
+        return
+    for c in clients:
+        c.rate_mode = True
+    scheduled = 0
+    ring = itertools.cycle(clients)
+    max_ticks = int((deadline - start) / TICK_S) + 10
+    for _ in range(max_ticks):
+        now = time.perf_counter()
+        if now >= deadline or run.remaining - sum(len(c.backlog) for c in clients) <= 0:
+            break
+        due = int((now - start) * rate) - scheduled
+        touched: set[ChatClient] = set()
+        for k in range(due):
+            c = next(ring)
+            c.backlog.append(start + (scheduled + k) / rate)
+            touched.add(c)
+        scheduled += max(due, 0)
+        for c in touched:
+            c.refill()
+        await asyncio.sleep(TICK_S)
+
+
+# -- idle connections -----------------------------------------------------------------------
+
+
+async def idle_run(
+    *,
+    target: str,
+    urls: Sequence[str],
+    connections: int,
+    node_pid: int,
+    per_user: int = 10,
+    hold_s: float = 5.0,
+    settle_s: float = 2.0,
+    settings: Settings | None = None,
+) -> IdleReport:
+    """Open ``connections`` authenticated sockets, hold them, report the node's RSS growth."""
+    settings = settings or get_settings()
+    adapter = make_adapter(target)
+    urls = [with_path(check_loopback(u), adapter.path) for u in urls]
+    raise_nofile(connections + 1024)
+    users = await population.create_lone_users(
+        settings.asyncpg_dsn, math.ceil(connections / per_user)
+    )
+    tokens = population.mint_tokens(settings, users)
+    sources = min(MAX_SOURCES, math.ceil(connections / PER_SOURCE))
+    run = Run(adapter=adapter, window=0, remaining=0, body="")
+    clients = [
+        (
+            ChatClient(run, user=users[i // per_user], peer=0, cid=0, index=i, tag="idle"),
+            urls[i % len(urls)],
+            tokens[users[i // per_user]],
+        )
+        for i in range(connections)
+    ]
+    before = rss_kb(node_pid)
+    started = time.perf_counter()
+    await _connect_all(clients, sources, run, timeout_s=60.0)
+    open_s = time.perf_counter() - started
+    opened = sum(1 for c, _, _ in clients if c.ready.done() and not c.ready.exception())
+    await asyncio.sleep(settle_s)
+    after = rss_kb(node_pid)
+    run.sending = True  # closes from here on are counted
+    await asyncio.sleep(hold_s)
+    held = sum(1 for c, _, _ in clients if c.ws is not None and c.ws.open)
+    run.sending = False
+    for c, _, _ in clients:
+        if c.ws is not None:
+            c.ws.close()
+    await asyncio.sleep(0.5)
+    return IdleReport(
+        target=target,
+        requested=connections,
+        opened=opened,
+        held=held,
+        users=len(users),
+        sources=sources,
+        rss_before_kb=before,
+        rss_after_kb=after,
+        rss_per_connection_kb=round((after - before) / max(opened, 1), 2),
+        open_s=round(open_s, 2),
+        hold_s=hold_s,
+        errors=dict(run.errors),
+        closes=dict(run.closes),
+    )
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.generator", description=__doc__)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    for mode in ("peak", "rate", "idle"):
+        p = sub.add_parser(mode)
+        p.add_argument("--target", choices=("mergemeet", "baseline"), default="mergemeet")
+        p.add_argument("--url", action="append", required=True, help="node URL (repeatable)")
+        p.add_argument("--json", type=Path, help="also write the report as JSON here")
+        if mode == "idle":
+            p.add_argument("--connections", type=int, default=1000)
+            p.add_argument("--node-pid", type=int, required=True)
+            p.add_argument("--per-user", type=int, default=10)
+            p.add_argument("--hold", type=float, default=5.0)
+            continue
+        p.add_argument("--pairs", type=int, default=100)
+        p.add_argument("--window", type=int, default=8, help="unacked sends per client")
+        p.add_argument("--duration", type=float, default=10.0)
+        p.add_argument("--messages", type=int, default=1_000_000, help="cap on sends")
+        p.add_argument("--warmup", type=float, default=1.0)
+        p.add_argument("--body", type=int, default=32, help="body characters")
+        p.add_argument("--spread", choices=("same", "cross"), default="same")
+        if mode == "rate":
+            p.add_argument("--rate", type=float, required=True, help="offered messages/s")
+    return parser.parse_args(argv)
+
+
+async def amain(args: argparse.Namespace) -> ChatReport | IdleReport:
+    if args.mode == "idle":
+        return await idle_run(
+            target=args.target,
+            urls=args.url,
+            connections=args.connections,
+            node_pid=args.node_pid,
+            per_user=args.per_user,
+            hold_s=args.hold,
+        )
+    return await chat_run(
+        target=args.target,
+        urls=args.url,
+        pairs=args.pairs,
+        window=args.window,
+        duration_s=args.duration,
+        messages=args.messages,
+        rate=args.rate if args.mode == "rate" else None,
+        warmup_s=args.warmup,
+        body_chars=args.body,
+        spread=args.spread,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    report = uvloop.run(amain(args))
+    print("\n".join(report.lines()))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.as_dict(), indent=2))
+    if isinstance(report, ChatReport) and not report.check["ok"]:
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

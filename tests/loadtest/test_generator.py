@@ -1,0 +1,146 @@
+"""The load generator's end-of-run check on a small, short load against real servers.
+
+A realtime node and the FastAPI baseline run as child processes (real sockets, the test
+database and Redis); the generator drives each with its adapter and must find every acked
+message stored exactly once, in gapless order, and delivered to its recipient. The pure parts
+(the check itself, percentiles) are tested on hand-made histories so a broken check cannot pass
+a broken server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from common.settings import Settings
+from loadtest.generator import chat_run, check_loopback, source_address
+from loadtest.population import StoredRow
+from loadtest.report import Latency, check_run, percentile
+from loadtest.stack import baseline_server
+from tests.realtime.conftest import start_node
+from tests.support import ROOT, TICK
+
+PAIRS = 4
+MESSAGES = 200
+
+
+@pytest.fixture(scope="module")
+def node_url(settings: Settings) -> Iterator[str]:
+    # The generator sends far faster than a phone: lift the per-socket rate limit for it.
+    node = start_node("load", MM_RATE_PER_S="100000", MM_RATE_BURST="100000")
+    try:
+        yield f"ws://127.0.0.1:{node.port}/"
+    finally:
+        assert node.stop() == 0, f"node did not stop cleanly, see {node.log_path}"
+
+
+@pytest.fixture(scope="module")
+def baseline_url(settings: Settings) -> Iterator[str]:
+    # The baseline takes its port as an argument, so it runs through the bench's launcher
+    # (same environment: the test database, Redis and keys).
+    server = baseline_server(core=None, env={}, log_dir=ROOT / ".data" / "test-logs").start()
+    try:
+        yield f"ws://127.0.0.1:{server.port}/"
+    finally:
+        server.stop()
+
+
+async def test_peak_run_against_a_node_checks_out(node_url: str, settings: Settings) -> None:
+    report = await chat_run(
+        target="mergemeet",
+        urls=[node_url],
+        pairs=PAIRS,
+        window=4,
+        duration_s=60 * TICK,
+        messages=MESSAGES,
+        warmup_s=0,
+        settings=settings,
+    )
+    assert report.sent == MESSAGES
+    assert report.acked == MESSAGES, report.lines()
+    assert report.delivered == MESSAGES
+    assert report.errors == {} and report.closes == {}
+    assert report.check["ok"], report.check
+    assert report.check["stored"] == MESSAGES
+    assert 0 < report.send_to_ack.p50 <= report.send_to_ack.max
+    assert report.send_to_delivery.n == MESSAGES
+
+
+async def test_offered_rate_run_checks_out(node_url: str, settings: Settings) -> None:
+    report = await chat_run(
+        target="mergemeet",
+        urls=[node_url],
+        pairs=PAIRS,
+        window=16,
+        duration_s=40 * TICK,
+        messages=MESSAGES,
+        rate=100 / (40 * TICK),  # about 100 messages in the run
+        warmup_s=0,
+        settings=settings,
+    )
+    assert 60 <= report.sent <= MESSAGES
+    assert report.acked == report.sent
+    assert report.check["ok"], report.check
+
+
+async def test_baseline_adapter_checks_out(baseline_url: str, settings: Settings) -> None:
+    report = await chat_run(
+        target="baseline",
+        urls=[baseline_url],
+        pairs=PAIRS,
+        window=2,
+        duration_s=100 * TICK,
+        messages=MESSAGES // 2,
+        warmup_s=0,
+        settings=settings,
+    )
+    assert report.acked == MESSAGES // 2, report.lines()
+    assert report.check["ok"], report.check
+
+
+# -- the check itself, on hand-made histories -----------------------------------------------
+
+
+def _rows(*rows: tuple[int, str, int, int]) -> list[StoredRow]:
+    return [StoredRow(*r) for r in rows]
+
+
+def test_check_passes_a_consistent_history() -> None:
+    acked = {"a1": (1, 2, 1), "b1": (2, 1, 2)}
+    stored = _rows((1, "a1", 7, 1), (2, "b1", 7, 2), (1, "unacked", 7, 3))
+    check = check_run(acked=acked, delivered={(2, "a1"), (1, "b1")}, stored=stored)
+    assert check.ok and check.summary()["stored"] == 3
+
+
+def test_check_finds_each_kind_of_fault() -> None:
+    acked = {"lost": (1, 2, 1), "twice": (1, 2, 2), "moved": (1, 2, 9), "mute": (1, 2, 4)}
+    stored = _rows((1, "twice", 7, 2), (1, "twice", 7, 3), (1, "moved", 7, 5), (1, "mute", 7, 4))
+    check = check_run(acked=acked, delivered={(2, "twice"), (2, "moved")}, stored=stored)
+    assert not check.ok
+    assert check.acked_missing == ["lost"]
+    assert check.duplicates == ["1:twice"]
+    assert check.wrong_seq == ["moved"]
+    assert check.seq_gaps == [7]  # 1 is missing
+    assert check.undelivered == ["mute"]
+
+
+def test_a_run_with_nothing_acked_is_not_ok() -> None:
+    assert not check_run(acked={}, delivered=set(), stored=[]).ok
+
+
+def test_percentiles_use_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50 and percentile(values, 99) == 99
+    assert percentile(values, 100) == 100 and percentile([], 99) == 0
+    lat = Latency.of([0.001, 0.002, 0.010])
+    assert (lat.p50, lat.max, lat.n) == (2.0, 10.0, 3)
+
+
+def test_only_loopback_targets_and_sources() -> None:
+    assert check_loopback("ws://127.0.0.1:8765/") == "ws://127.0.0.1:8765/"
+    with pytest.raises(SystemExit):
+        check_loopback("ws://10.0.0.1:8765/")
+    assert source_address(0, 1) is None
+    assert source_address(0, 3) == "127.0.0.2"
+    assert source_address(45_000, 3) == "127.0.0.4"
