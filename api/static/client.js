@@ -166,7 +166,8 @@ function newCmid() {
 /**
  * The realtime session. Events (via `on(name, fn)`): state {state, detail}, ready {frame},
  * message {cid, msg}, outbox {cid}, typing {cid, user, on}, read {cid, user, seq},
- * presence {user, online} (only if the server sends presence frames), error {frame}.
+ * presence {user, state, last_seen} (answers and pushes), match {cid, user}, gone {cid},
+ * error {frame}.
  */
 class Realtime {
   constructor(url, api) {
@@ -343,7 +344,12 @@ class Realtime {
       case "typing":
         return this.emit("typing", { cid: frame.cid, user: frame.user, on: frame.on, ttl: frame.ttl_ms });
       case "presence":
-        return this.emit("presence", frame);
+        for (const entry of frame.users || []) this.emit("presence", entry);
+        return undefined;
+      case "match":
+        return this.emit("match", { cid: frame.cid, user: frame.user });
+      case "deleted":
+        return this.onDeleted(frame);
       case "reauth":
         return this.reauth();
       case "pong":
@@ -395,6 +401,7 @@ class Realtime {
   }
 
   onMsg(m, live) {
+    if (m.body === null || m.body === undefined) m = { ...m, body: "" }; // deleted: body is null
     const c = this.conversation(m.cid);
     // My own message from another device, or the ack lost on the way: settle the outbox.
     if (m.sender === this.me && this.outbox.has(m.cmid)) {
@@ -431,6 +438,21 @@ class Realtime {
     this.emit("outbox", { cid: frame.cid });
   }
 
+  onDeleted(frame) {
+    const c = this.conversation(frame.cid);
+    const m = c.bySeq.get(frame.seq);
+    if (!m) return;
+    c.bySeq.set(frame.seq, { ...m, body: "", deleted: true });
+    this.emit("message", { cid: frame.cid, msg: c.bySeq.get(frame.seq), live: true });
+  }
+
+  /** Ask who of `users` is online; answers and later pushes arrive as `presence` events. */
+  queryPresence(users) {
+    const ids = [...new Set(users)].slice(0, 200);
+    if (!ids.length || this.state !== "ready") return;
+    this.sendFrame({ type: "presence", users: ids, rid: `presence${++this.ridCounter}` });
+  }
+
   onRead(frame) {
     const c = this.conversation(frame.cid);
     if (frame.user === this.me) c.myRead = Math.max(c.myRead, frame.seq);
@@ -439,6 +461,7 @@ class Realtime {
   }
 
   onError(frame) {
+    if (frame.rid && frame.rid.startsWith("presence")) return; // presence is best effort
     const item = frame.rid ? this.outbox.get(frame.rid) : null;
     if (item) {
       if (frame.retryable) {

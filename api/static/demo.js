@@ -15,7 +15,7 @@
   let registering = false;
   let openCid = null;
   const matches = new Map(); // cid -> match item from /api/matches
-  const peers = new Map(); // user id -> {name, online}
+  const peers = new Map(); // user id -> {name, state: online|offline|unknown, lastSeen}
   const typingTimers = new Map(); // cid -> timeout
 
   // -- sign-in ----------------------------------------------------------------------------------
@@ -104,12 +104,16 @@
     $("me-name").textContent = me.email;
     document.title = `MergeMeet · ${me.email}`;
     rt = new Realtime(config.realtime_url, api);
-    rt.on("state", ({ state, detail }) => setConn(state, detail));
+    rt.on("state", ({ state, detail }) => {
+      setConn(state, detail);
+      onConnection(state);
+    });
     rt.on("message", onMessage);
     rt.on("outbox", ({ cid }) => cid === openCid && renderMessages());
     rt.on("typing", onTyping);
     rt.on("read", ({ cid }) => cid === openCid && renderMessages());
     rt.on("presence", onPresence);
+    rt.on("match", () => loadMatches().catch(() => {}));
     rt.on("gone", ({ cid }) => {
       matches.delete(cid);
       renderMatches();
@@ -140,10 +144,11 @@
     matches.clear();
     for (const item of page.items) {
       matches.set(item.conversation_id, item);
-      const peer = peers.get(item.user.user_id) || { online: null };
+      const peer = peers.get(item.user.user_id) || { state: "unknown", lastSeen: 0 };
       peers.set(item.user.user_id, { ...peer, name: item.user.display_name });
     }
     renderMatches();
+    if (rt && rt.state === "ready") rt.queryPresence(page.items.map((item) => item.user.user_id));
     const first = page.items[0];
     if (first && openCid === null) await openConversation(first.conversation_id);
   }
@@ -166,6 +171,7 @@
       const dot = document.createElement("span");
       const peer = peers.get(item.user.user_id);
       dot.className = "presence " + presenceClass(peer);
+      li.dataset.presence = presenceClass(peer);
       avatar.append(dot);
       const text = document.createElement("div");
       text.className = "match-text";
@@ -200,8 +206,8 @@
   }
 
   function presenceClass(peer) {
-    if (!peer || peer.online === null || peer.online === undefined) return "unknown";
-    return peer.online ? "online" : "away";
+    if (!peer || peer.state === "unknown") return "unknown";
+    return peer.state === "online" ? "online" : "away";
   }
 
   async function openConversation(cid) {
@@ -246,9 +252,12 @@
     if (!item) return;
     const peer = peers.get(item.user.user_id);
     const status = presenceClass(peer);
-    $("peer-status").textContent =
-      status === "online" ? "online" : status === "away" ? "offline" : `${item.user.age}`;
-    $("peer-avatar").dataset.presence = status;
+    let text = `age ${item.user.age}`;
+    if (status === "online") text = `online · ${text}`;
+    else if (status === "away" && peer.lastSeen) text = `last seen ${timeText(peer.lastSeen)} · ${text}`;
+    else if (status === "away") text = `offline · ${text}`;
+    $("peer-status").textContent = text;
+    $("peer-status").dataset.presence = status;
   }
 
   function timeText(ms) {
@@ -362,14 +371,28 @@
     if (cid === openCid) $("typing").hidden = true;
   }
 
-  function onPresence(frame) {
-    // Tolerant of the frame's exact shape: {user, online} or {user, status: "online"|...}.
-    if (typeof frame.user !== "number") return;
-    const online = typeof frame.online === "boolean" ? frame.online : frame.status === "online";
-    const peer = peers.get(frame.user) || { name: null };
-    peers.set(frame.user, { ...peer, online });
+  function onPresence({ user, state, last_seen: lastSeen }) {
+    const peer = peers.get(user);
+    if (!peer) return; // only people we chat with are shown
+    peers.set(user, { ...peer, state, lastSeen: lastSeen || 0 });
     renderMatches();
     renderPeerStatus();
+  }
+
+  function onConnection(state) {
+    if (state === "ready") {
+      // Pushes are never replayed: after every (re)connect, ask.
+      rt.queryPresence([...matches.values()].map((item) => item.user.user_id));
+      if (openCid !== null) renderMessages(); // pending items now say "sending…"
+      return;
+    }
+    if (state === "syncing" || state === "authenticating") return;
+    // Disconnected: what we knew about others may no longer be true.
+    for (const [user, peer] of peers) peers.set(user, { ...peer, state: "unknown" });
+    for (const cid of [...typingTimers.keys()]) hideTyping(cid);
+    renderMatches();
+    renderPeerStatus();
+    if (openCid !== null) renderMessages();
   }
 
   $("draft").addEventListener("input", () => {

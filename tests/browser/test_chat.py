@@ -1,12 +1,18 @@
 """Two people chat in two browser contexts through the demo page, the real API and a real node.
 
 What a person sees is what is asserted: live messages, the typing indicator, read receipts, the
-pending state of a message sent while offline, and after the network comes back every missed
-message shown once, in order (and stored once in PostgreSQL).
+presence dot, the pending state of a message sent while offline, and after the network comes
+back every missed message shown once, in order (and stored once in PostgreSQL).
+
+Measured here (Chromium 156): ``context.set_offline(True)`` leaves an open WebSocket open and
+silently swallows what the page sends on it, while frames from the server still arrive. So the
+client closes its socket itself on the browser's ``offline`` event and reconnects on ``online``;
+a socket that dies without that event is caught by the application ``ping`` timeout.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -120,3 +126,24 @@ async def test_offline_client_catches_up_once_in_order_and_resends_its_outbox(
         await connection.close()
     assert [r["body"] for r in rows] == expected
     assert [r["cmid"] for r in rows].count(cmid) == 1
+
+
+async def test_presence_dot_follows_the_match_online_and_offline(
+    new_context: ContextMaker, web_user: UserMaker, match_users: Matcher
+) -> None:
+    alice, bob = await web_user("Alice"), await web_user("Bob")
+    await match_users(alice, bob)
+    page_a = await open_chat(await new_context(), alice)
+    card = page_a.locator("#matches li.match")
+    status = page_a.locator("#peer-status")
+    await expect(card).to_have_attribute("data-presence", "away")
+
+    context_b = await new_context()
+    await open_chat(context_b, bob)
+    await expect(card).to_have_attribute("data-presence", "online")
+    await expect(status).to_have_text(re.compile(r"^online · age \d+$"))
+
+    # Offline is announced after the node's grace period without any socket of Bob's.
+    await context_b.close()
+    await expect(card).to_have_attribute("data-presence", "away")
+    await expect(status).not_to_contain_text("online")
