@@ -57,6 +57,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/bandit -c pyproject.toml -r api common realtime loadtest -q
 
 format: install
 	$(BIN)/ruff format .
@@ -64,3 +65,16 @@ format: install
 
 stop:
 	@$(PY) -m common.devservices stop
+
+# Every figure of docs/BENCHMARKS.md (median of 3 runs, baseline in the same run): servers pinned
+# to core 1 by the tool, the load generator (this command) to core 0. BENCH_ARGS e.g. "--runs 5".
+bench: install services
+	$$(command -v taskset >/dev/null && echo taskset -c 0) $(BIN)/python -m loadtest.bench $(BENCH_ARGS)
+
+# locust scenarios, headless and bounded, against a running stack (`make run` in another shell).
+LOCUST_USERS ?= 40
+LOCUST_TIME ?= 60s
+loadtest: install
+	MM_LOADTEST_WS=$(WS_URL) $(BIN)/locust -f loadtest/locustfile.py --headless \
+	  -u $(LOCUST_USERS) -r 10 -t $(LOCUST_TIME) --stop-timeout 10 --host $(API_URL) \
+	  --only-summary --csv .data/locust/run

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -67,6 +68,21 @@ class RateLimited(ApiError):
 
 class Unavailable(ApiError):
     status, code = 503, "unavailable"
+
+
+class ErrorOut(BaseModel):
+    """Every refusal's body: ``code`` for programs, ``detail`` for people (a list of field
+    errors, each with ``loc``, ``msg`` and ``type``, when ``code`` is ``validation_error``)."""
+
+    code: str
+    detail: Any
+
+
+#: Documents :class:`ErrorOut` for every 4xx of every route (the app passes it to FastAPI), so
+#: the schema promises what the handlers below really send.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorOut, "description": "Refused: see `code` and `detail`."}
+}
 
 
 def _body(code: str, detail: Any) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from api.services import admin as service
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
 ObjectId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+#: ``moderation_words.id`` is a 32-bit integer: a larger id is a 422, not a database error.
+WordId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Limit = Annotated[int, Query(ge=1, le=schemas.ADMIN_PAGE_MAX)]
 Cursor = Annotated[str | None, Query(max_length=CURSOR_MAX_CHARS)]
 OptionalId = Annotated[int | None, Query(ge=1, le=BIGINT_MAX)]
@@ -127,7 +129,7 @@ async def create_word(
 
 @router.patch("/moderation/words/{word_id}", response_model=schemas.WordOut)
 async def update_word(
-    word_id: ObjectId,
+    word_id: WordId,
     body: schemas.WordPatch,
     admin: AdminUser,
     session: SessionDep,
@@ -139,7 +141,7 @@ async def update_word(
 
 @router.delete("/moderation/words/{word_id}", status_code=204, response_class=Response)
 async def delete_word(
-    word_id: ObjectId, admin: AdminUser, session: SessionDep, redis: RedisDep
+    word_id: WordId, admin: AdminUser, session: SessionDep, redis: RedisDep
 ) -> Response:
     """Remove a filter entry; every node reloads the filter."""
     await service.delete_word(session, redis, admin_id=admin.id, word_id=word_id)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import time
 from pathlib import Path
@@ -14,14 +11,13 @@ import pytest
 from jose import jwt
 
 from common.tokens import (
-    ALGORITHM,
-    MAX_TOKEN_BYTES,
     KeySet,
     TokenError,
     issue_token,
     verify_token,
     write_key_pair,
 )
+from tests.tokens_support import alg_none, b64, claims, hs256_with_public_key, oversized, signed
 
 AUD, ISS = "mergemeet", "mergemeet-api"
 
@@ -33,28 +29,12 @@ def keyset(tmp_path_factory: pytest.TempPathFactory) -> KeySet:
     return KeySet.load(folder)
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def _claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    base = {
-        "sub": "7",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 600,
-        "aud": AUD,
-        "iss": ISS,
-        "typ": "access",
-        "jti": "j1",
-        "ver": 0,
-    }
-    return {k: v for k, v in (base | overrides).items() if v is not None}
+    return claims(**({"aud": AUD, "iss": ISS} | overrides))
 
 
-def _signed(keyset: KeySet, claims: dict[str, Any], kid: str = "k1") -> str:
-    return str(jwt.encode(claims, keyset.private["k1"], algorithm=ALGORITHM, headers={"kid": kid}))
+def _signed(keyset: KeySet, payload: dict[str, Any], kid: str = "k1") -> str:
+    return signed(keyset, payload, kid=kid)
 
 
 def _verify(keyset: KeySet, token: str, **kwargs: Any) -> Any:
@@ -85,16 +65,11 @@ def test_public_only_keyset_verifies_but_cannot_sign(keyset: KeySet, tmp_path: P
 
 
 def test_alg_none_is_refused(keyset: KeySet) -> None:
-    header = _b64(json.dumps({"alg": "none", "kid": "k1"}).encode())
-    token = f"{header}.{_b64(json.dumps(_claims()).encode())}."
-    _refused(keyset, token, "bad_algorithm")
+    _refused(keyset, alg_none(_claims(), kid="k1"), "bad_algorithm")
 
 
 def test_hs256_signed_with_the_public_key_is_refused(keyset: KeySet) -> None:
-    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
-    payload = _b64(json.dumps(_claims()).encode())
-    mac = hmac.new(keyset.public["k1"].encode(), f"{header}.{payload}".encode(), hashlib.sha256)
-    _refused(keyset, f"{header}.{payload}.{_b64(mac.digest())}", "bad_algorithm")
+    _refused(keyset, hs256_with_public_key(keyset, _claims(), kid="k1"), "bad_algorithm")
 
 
 def test_another_asymmetric_algorithm_is_refused(tmp_path: Path, keyset: KeySet) -> None:
@@ -150,14 +125,13 @@ def test_outdated_token_version_is_refused(keyset: KeySet) -> None:
 
 
 def test_oversized_token_is_refused_before_parsing(keyset: KeySet) -> None:
-    token = _signed(keyset, _claims(pad="x" * MAX_TOKEN_BYTES))
-    _refused(keyset, token, "too_large")
+    _refused(keyset, oversized(keyset, _claims()), "too_large")
 
 
 def test_tampered_signature_is_refused(keyset: KeySet) -> None:
     token = _signed(keyset, _claims())
     head, _payload, sig = token.split(".")
-    forged = _b64(json.dumps(_claims(sub="1")).encode())
+    forged = b64(json.dumps(_claims(sub="1")).encode())
     _refused(keyset, f"{head}.{forged}.{sig}", "bad_signature")
 
 
