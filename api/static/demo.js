@@ -328,13 +328,14 @@
     }
   }
 
-  function onMessage({ cid, msg, live }) {
+  function onMessage({ cid, msg }) {
     const item = matches.get(cid);
     if (cid === openCid) {
       renderMessages();
       if (msg.sender !== rt.me) {
         hideTyping(cid);
-        if (document.visibilityState === "visible" || live === false) rt.markRead(cid);
+        // A receipt means a person could see it: only while this tab is visible.
+        if (document.visibilityState === "visible") rt.markRead(cid);
       }
     } else if (item && msg.sender !== rt.me) {
       item.unread_count += 1;

@@ -17,7 +17,9 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 from playwright.async_api import BrowserContext, Page, expect
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api import seed
 from common.settings import Settings
 from tests.browser.conftest import WebUser, open_chat
 
@@ -147,3 +149,18 @@ async def test_presence_dot_follows_the_match_online_and_offline(
     await context_b.close()
     await expect(card).to_have_attribute("data-presence", "away")
     await expect(status).not_to_contain_text("online")
+
+
+async def test_a_seeded_demo_user_signs_in_with_one_click(
+    new_context: ContextMaker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """What `make run` offers a newcomer: the demo buttons sign in Alice, matched with Bob."""
+    async with sessions() as session, session.begin():
+        await seed.seed_interests(session)
+        await seed.seed_demo_users(session)
+    page = await (await new_context()).new_page()
+    await page.goto("/demo")
+    await page.click("#demo-users button[data-user=alice]")
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "ready")
+    await expect(page.locator("#me-name")).to_have_text(seed.demo_email("Alice"))
+    await expect(page.locator("#peer-name")).to_have_text("Bob")
