@@ -1,0 +1,372 @@
+"""``make bench`` / ``python -m loadtest.bench``: every figure of issue 8, with its baseline.
+
+Owns the benchmark procedure: a fresh database (``mergemeet_bench``) and Redis database on the
+project's dev services, the measured servers pinned to core 1 with ``taskset`` (this process,
+the load generator, runs pinned to core 0 by the Makefile), each figure measured ``--runs``
+times (3 by default) and reported as the median with the baseline of the same run and the ratio
+to it, the results JSON under ``.data/bench/`` (not committed) and the plot of throughput and
+latency against offered load in ``docs/``. Every run is bounded in messages and seconds; every
+server is stopped by its pid. It measures; it never tunes the product's settings beyond lifting
+the per-socket rate limit, which a load generator with few sockets would otherwise hit (a real
+client sends a few messages a second; the generator's clients send thousands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+import uvloop
+from redis.asyncio import Redis
+
+from loadtest import stack
+from loadtest.generator import chat_run, idle_run
+from loadtest.report import ChatReport, IdleReport
+
+ROOT: Final = stack.ROOT
+DEFAULT_DB_URL: Final = "postgresql+asyncpg://mergemeet@127.0.0.1:55432/mergemeet"
+DEFAULT_REDIS: Final = "redis://127.0.0.1:56379/0"
+SWEEP: Final = (0.1, 0.25, 0.5, 0.75, 0.9, 1.1)
+TARGETS: Final = {
+    "peak_delivered_per_s": ">= 10000 and >= 10x baseline",
+    "half_peak_delivery_p99_ms": "<= 25",
+    "half_peak_ack_p99_ms": "<= 15",
+    "rss_per_idle_connection_kb": "<= 20 (10,000 held)",
+    "connections_held": ">= 50000",
+    "two_nodes_ratio": ">= 1.6x one node",
+    "moderation_us_per_message": "<= 5",
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine(database_url: str, redis_url: str) -> dict[str, Any]:
+    """What the figures were measured on (lscpu, memory, kernel, versions, load)."""
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout  # noqa: S607
+    model = re.search(r"Model name:\s*(.+)", lscpu)
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+
+    async def versions() -> tuple[str, str]:
+        con = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+        try:
+            pg = str(await con.fetchval("SHOW server_version"))
+        finally:
+            await con.close()
+        redis = Redis.from_url(redis_url)
+        try:
+            info = await redis.info("server")
+        finally:
+            await redis.aclose()
+        return pg, str(info.get("redis_version"))
+
+    pg, redis = asyncio.run(versions())
+    return {
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "cores": os.cpu_count(),
+        "ram_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": pg,
+        "redis": redis,
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 3) if values else 0.0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        base_db = os.environ.get("MM_DATABASE_URL", DEFAULT_DB_URL)
+        base_redis = os.environ.get("MM_REDIS_URL", DEFAULT_REDIS)
+        self.database_url = stack.prepare(base_db, args.database)
+        self.redis_url = stack.with_db_path(base_redis, f"/{args.redis_db}")
+        self.env = {
+            "MM_ENV": "development",
+            "MM_DATABASE_URL": self.database_url,
+            "MM_REDIS_URL": self.redis_url,
+            "MM_DATA_DIR": str((ROOT / ".data").resolve()),
+            "MM_LOG_LEVEL": "WARNING",
+            "MM_RATE_PER_S": "1000000",
+            "MM_RATE_BURST": "1000000",
+            "MM_MAX_CONNECTIONS_PER_USER": "100",
+            "MM_DB_POOL_SIZE": "20",
+        }
+        # The generator (this process) reads the same settings: database, Redis, key folder.
+        os.environ.update(self.env)
+        from common.settings import get_settings
+
+        get_settings.cache_clear()
+        self.log_dir = ROOT / ".data" / "bench" / "logs"
+        self.results: dict[str, Any] = {"machine": machine(self.database_url, self.redis_url)}
+        self.runs: dict[str, list[dict[str, Any]]] = {}
+        self.src = Path(args.server_src).resolve()
+
+    # -- servers -------------------------------------------------------------------------------
+
+    def node(self, name: str = "node", core: str = "1") -> stack.Server:
+        return stack.realtime_node(
+            name, core=core, env=self.env, log_dir=self.log_dir, cwd=self.src
+        )
+
+    def baseline(self) -> stack.Server:
+        return stack.baseline_server(core="1", env=self.env, log_dir=self.log_dir, cwd=self.src)
+
+    def server(self, target: str) -> stack.Server:
+        return self.node() if target == "mergemeet" else self.baseline()
+
+    # -- figures ------------------------------------------------------------------------------
+
+    def chat(self, label: str, servers: list[stack.Server], **options: Any) -> ChatReport:
+        a = self.args
+        defaults: dict[str, Any] = {
+            "pairs": a.pairs,
+            "window": a.window,
+            "duration_s": a.duration,
+            "messages": a.messages,
+            "warmup_s": a.warmup,
+        }
+        cpu0 = [cpu_seconds(s.pid) for s in servers]
+        t0 = time.perf_counter()
+        report = uvloop.run(
+            chat_run(urls=[f"ws://127.0.0.1:{s.port}/" for s in servers], **(defaults | options))
+        )
+        wall = time.perf_counter() - t0
+        row = report.as_dict() | {
+            "server_cpu": [
+                round((cpu_seconds(s.pid) - c) / wall, 3)
+                for s, c in zip(servers, cpu0, strict=True)
+            ]
+        }
+        self.runs.setdefault(label, []).append(row)
+        print(f"[{label}]", *report.lines(), f"  server CPU {row['server_cpu']}", sep="\n")
+        if not report.check["ok"]:
+            print(f"!! {label}: end-of-run check FAILED: {report.check}")
+        return report
+
+    def peak(self, target: str) -> float:
+        with stack.running(self.server(target)) as servers:
+            for _ in range(self.args.runs):
+                self.chat(f"peak_{target}", servers, target=target)
+        return median([r["delivered_per_s"] for r in self.runs[f"peak_{target}"]])
+
+    def offered(self, target: str, rates: list[float], label: str, duration: float) -> None:
+        with stack.running(self.server(target)) as servers:
+            for rate in rates:
+                self.chat(label, servers, target=target, rate=rate, duration_s=duration)
+
+    def idle(self, label: str, connections: int, runs: int) -> None:
+        for _ in range(runs):
+            with stack.running(self.node()) as (node,):
+                report: IdleReport = uvloop.run(
+                    idle_run(
+                        target="mergemeet",
+                        urls=[f"ws://127.0.0.1:{node.port}/"],
+                        connections=connections,
+                        node_pid=node.pid,
+                        per_user=100,
+                        hold_s=self.args.hold,
+                    )
+                )
+            self.runs.setdefault(label, []).append(report.as_dict())
+            print(f"[{label}]", *report.lines(), sep="\n")
+
+    def moderation(self) -> float:
+        values = []
+        for _ in range(self.args.runs):
+            out = subprocess.run(
+                [sys.executable, "-m", "common.moderation", "--bench"],
+                cwd=self.src,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            found = re.search(r"clean: ([\d.]+)", out)
+            values.append(float(found.group(1)) if found else float("nan"))
+            print("[moderation]", out.strip().replace("\n", "; "))
+        self.runs["moderation"] = [{"clean_us": v} for v in values]
+        return median(values)
+
+    # -- the whole procedure ------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        a, figures = self.args, dict[str, Any]()
+        only = set(a.only.split(",")) if a.only else None
+
+        def wanted(name: str) -> bool:
+            return only is None or name in only
+
+        peak = base = 0.0
+        if wanted("peak"):
+            peak, base = self.peak("mergemeet"), self.peak("baseline")
+            figures["peak_delivered_per_s"] = peak
+            figures["baseline_delivered_per_s"] = base
+            figures["peak_ratio_to_baseline"] = round(peak / base, 1) if base else None
+        if wanted("latency") and peak:
+            self.offered("mergemeet", [peak / 2] * a.runs, "half_peak", a.duration)
+            figures["half_peak_rate"] = round(peak / 2)
+            rows = self.runs["half_peak"]
+            figures["half_peak_delivery_p99_ms"] = median(
+                [r["send_to_delivery"]["p99"] for r in rows]
+            )
+            figures["half_peak_ack_p99_ms"] = median([r["send_to_ack"]["p99"] for r in rows])
+            if base:
+                self.offered("baseline", [base / 2] * a.runs, "half_peak_baseline", a.duration)
+                rows = self.runs["half_peak_baseline"]
+                figures["baseline_half_peak_delivery_p99_ms"] = median(
+                    [r["send_to_delivery"]["p99"] for r in rows]
+                )
+                figures["baseline_half_peak_ack_p99_ms"] = median(
+                    [r["send_to_ack"]["p99"] for r in rows]
+                )
+        if wanted("sweep") and peak and base:
+            sweep_s = max(3.0, a.duration / 2)
+            self.offered("mergemeet", [peak * f for f in SWEEP], "sweep_mergemeet", sweep_s)
+            self.offered("baseline", [base * f for f in SWEEP], "sweep_baseline", sweep_s)
+            plot(self.runs, Path(a.plot))
+        if wanted("idle"):
+            self.idle("idle", a.idle_connections, a.runs)
+            figures["rss_per_idle_connection_kb"] = median(
+                [r["rss_per_connection_kb"] for r in self.runs["idle"]]
+            )
+        if wanted("capacity"):
+            self.idle("capacity", a.capacity_connections, a.capacity_runs)
+            figures["connections_held"] = median([r["held"] for r in self.runs["capacity"]])
+        if wanted("two_nodes") and peak:
+            with stack.running(self.node("node-a", "1"), self.node("node-b", "0")) as servers:
+                for _ in range(a.runs):
+                    self.chat("two_nodes", servers, target="mergemeet", spread="cross")
+            two = median([r["delivered_per_s"] for r in self.runs["two_nodes"]])
+            figures["two_nodes_delivered_per_s"] = two
+            figures["two_nodes_ratio"] = round(two / peak, 2)
+        if wanted("moderation"):
+            figures["moderation_us_per_message"] = self.moderation()
+        self.results["machine"]["loadavg_end"] = os.getloadavg()
+        self.results["figures"] = figures
+        self.results["targets"] = TARGETS
+        self.results["runs"] = self.runs
+        self.results["checks_ok"] = all(
+            r["check"]["ok"] for rows in self.runs.values() for r in rows if "check" in r
+        )
+        self.results["command"] = " ".join(sys.argv)
+        return self.results
+
+
+def plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Delivered msg/s and p99 latencies against offered load, for both systems (log axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 8), sharex=True)
+    for label, name, color in (
+        ("sweep_mergemeet", "MergeMeet node", "tab:blue"),
+        ("sweep_baseline", "FastAPI baseline", "tab:red"),
+    ):
+        rows = sorted(runs.get(label, []), key=lambda r: r["offered_rate"])
+        x = [r["offered_rate"] for r in rows]
+        top.plot(x, [r["delivered_per_s"] for r in rows], "o-", color=color, label=name)
+        bottom.plot(
+            x,
+            [r["send_to_delivery"]["p99"] for r in rows],
+            "o-",
+            color=color,
+            label=f"{name}: send→delivery p99",
+        )
+        bottom.plot(
+            x,
+            [r["send_to_ack"]["p99"] for r in rows],
+            "s--",
+            color=color,
+            alpha=0.6,
+            label=f"{name}: send→ack p99",
+        )
+    lo = min((r["offered_rate"] for k in runs if k.startswith("sweep") for r in runs[k]), default=1)
+    hi = max((r["offered_rate"] for k in runs if k.startswith("sweep") for r in runs[k]), default=1)
+    top.plot([lo, hi], [lo, hi], ":", color="grey", label="delivered = offered")
+    top.set_ylabel("delivered messages/s")
+    bottom.set_ylabel("latency p99 (ms)")
+    bottom.set_xlabel("offered load (messages/s)")
+    for ax in (top, bottom):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    top.set_title("1:1 chat, one process on one core, every message acked after commit")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(results: dict[str, Any]) -> list[str]:
+    f = results["figures"]
+    lines = ["", "figure                                  median       target"]
+    for key, value in f.items():
+        lines.append(f"  {key:<38}{value!s:>12}   {TARGETS.get(key, '')}")
+    lines.append(f"  end-of-run checks all ok: {results['checks_ok']}")
+    m = results["machine"]
+    lines.append(f"  load average start {m['loadavg_start']} end {m.get('loadavg_end')}")
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
+    p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per chat run")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--pairs", type=int, default=50)
+    p.add_argument("--window", type=int, default=16)
+    p.add_argument("--messages", type=int, default=2_000_000, help="cap on sends per run")
+    p.add_argument("--idle-connections", type=int, default=10_000)
+    p.add_argument("--capacity-connections", type=int, default=50_000)
+    p.add_argument("--capacity-runs", type=int, default=1)
+    p.add_argument("--hold", type=float, default=5.0, help="seconds idle sockets are held")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma list: peak,latency,sweep,idle,capacity,two_nodes,moderation",
+    )
+    p.add_argument("--database", default="mergemeet_bench")
+    p.add_argument("--redis-db", type=int, default=13)
+    p.add_argument("--server-src", default=str(ROOT), help="checkout the servers run from")
+    p.add_argument("--plot", default=str(ROOT / "docs" / "bench-offered-load.png"))
+    p.add_argument("--out", default=str(ROOT / ".data" / "bench"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.time()
+    results = Bench(args).run()
+    results["elapsed_s"] = round(time.time() - started, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in (f"results-{stamp}.json", "latest.json"):
+        (out / name).write_text(json.dumps(results, indent=2, default=str))
+    print("\n".join(summary(results)))
+    print(f"results: {out / 'latest.json'}  ({results['elapsed_s']} s)")
+    if not results["checks_ok"]:
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
