@@ -98,6 +98,10 @@ class _Race(Exception):
     """ON CONFLICT skipped a row (a resend raced on another conversation): redo the batch."""
 
 
+class _CommitUnknown(Exception):
+    """The connection failed while COMMIT was in flight: the batch may or may not be stored."""
+
+
 @dataclass(slots=True)
 class _Plan:
     """What one transaction decided, filled in as the statements run."""
@@ -185,6 +189,10 @@ class BatchWriter:
                 return await self._transaction(batch)
             except _Race:
                 continue
+            except _CommitUnknown as exc:
+                # Stored or not, only a resend (same cmid) can tell: never claim "not stored".
+                log.warning("commit outcome unknown", extra={"error": str(exc), "n": len(batch)})
+                return [_failed(item, Err.INTERNAL) for item in batch]
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("database unavailable", extra={"error": type(exc).__name__})
                 return [_failed(item, Err.DB_UNAVAILABLE) for item in batch]
@@ -204,13 +212,29 @@ class BatchWriter:
         sends = [(i, r) for i, (r, _) in enumerate(batch) if isinstance(r, SendRequest)]
         reads = [(i, r) for i, (r, _) in enumerate(batch) if isinstance(r, ReadRequest)]
         cids = sorted({r.cid for r, _ in batch})
-        async with self.pool.acquire(timeout=self.timeout_s) as con, con.transaction():
-            locked = {row[0]: [row[1], row[2]] for row in await con.fetch(LOCK_SQL, cids)}
-            if sends:
-                await self._write_sends(con, batch, sends, locked, plan)
-            if reads:
-                await self._write_reads(con, batch, reads, locked, plan)
-            failpoints.hit("before_commit")
+        con = await self.pool.acquire(timeout=self.timeout_s)
+        try:
+            committing = False
+            try:
+                async with con.transaction():
+                    locked = {row[0]: [row[1], row[2]] for row in await con.fetch(LOCK_SQL, cids)}
+                    if sends:
+                        await self._write_sends(con, batch, sends, locked, plan)
+                    if reads:
+                        await self._write_reads(con, batch, reads, locked, plan)
+                    failpoints.hit("before_commit")
+                    committing = True
+            except UNAVAILABLE_ERRORS as exc:
+                if committing:
+                    raise _CommitUnknown(type(exc).__name__) from exc
+                raise
+        finally:
+            # The outcome is decided above; a failed release (the connection died and asyncpg
+            # already dropped it) must not turn acks or "unknown" into "nothing stored".
+            try:
+                await self.pool.release(con)
+            except Exception as exc:
+                log.warning("connection release failed", extra={"error": type(exc).__name__})
         self.committed += len(plan.new)
         for index, first in plan.same_as.items():
             original = plan.outcomes[first]

@@ -59,8 +59,10 @@ class History:
     attempts: Counter[str] = field(default_factory=Counter)
     ack_times: list[float] = field(default_factory=list)
     closes: Counter[int] = field(default_factory=Counter)
-    #: (received at, sender, cmid, seq, sent at) of every live msg, for latency figures.
-    deliveries: list[tuple[float, int, str, int]] = field(default_factory=list)
+    #: (received at, sender, cmid, cross-node?) of every live ``msg`` a peer received.
+    deliveries: list[tuple[float, int, str, bool]] = field(default_factory=list)
+    #: The node each user's peer is connected to now (from ``ready``).
+    node_of: dict[int, str] = field(default_factory=dict)
     sent_at: dict[tuple[int, str], float] = field(default_factory=dict)
 
     def record(self, op: Op, outcome: str) -> None:
@@ -177,6 +179,7 @@ class Peer:
         if first.get("type") != "ready":
             raise ConnectionClosed(None, None)
         self.connections += 1
+        self.history.node_of[self.user] = first["node"]
         self.connected.set()
         self._pages = asyncio.Queue()
         reader = asyncio.create_task(self._read(ws))
@@ -258,8 +261,10 @@ class Peer:
             kind = frame["type"]
             if kind == "msg":
                 self._see(frame["cid"], frame["seq"], frame["sender"], frame["cmid"], frame["body"])
+                nodes = self.history.node_of
+                cross = nodes.get(frame["sender"]) != nodes.get(self.user)
                 self.history.deliveries.append(
-                    (time.monotonic(), frame["sender"], frame["cmid"], frame["seq"])
+                    (time.monotonic(), frame["sender"], frame["cmid"], cross)
                 )
             elif kind == "ack":
                 self._on_ack(frame)
