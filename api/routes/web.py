@@ -39,7 +39,12 @@ _TYPES: Final = {
 
 
 def _file_table() -> dict[str, Path]:
-    """Every servable file by name, read once: requests pick from this table, never a path."""
+    """Every servable file by name, read once: requests pick from this table, never a path.
+
+    An install without the folder serves no page rather than failing to start the API.
+    """
+    if not STATIC_DIR.is_dir():
+        return {}
     return {
         path.name: path
         for path in sorted(STATIC_DIR.iterdir())
