@@ -126,18 +126,27 @@ async def browser() -> AsyncIterator[Browser]:
 async def new_context(
     browser: Browser, stack: Stack
 ) -> AsyncIterator[Callable[[], Awaitable[BrowserContext]]]:
-    """Fresh browser contexts (separate storage, like separate devices), closed after the test."""
+    """Fresh browser contexts (separate storage, like separate devices), closed after the test.
+
+    An uncaught JavaScript exception in any of their pages fails the test.
+    """
     contexts: list[BrowserContext] = []
+    errors: list[str] = []
+
+    def watch(page: Page) -> None:
+        page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
 
     async def make() -> BrowserContext:
         context = await browser.new_context(base_url=stack.api_url)
         context.set_default_timeout(UI_WAIT_MS)
+        context.on("page", watch)
         contexts.append(context)
         return context
 
     yield make
     for context in contexts:
         await context.close()
+    assert not errors, f"uncaught exceptions in the pages: {errors}"
 
 
 @pytest.fixture
