@@ -60,8 +60,8 @@ class Cluster:
         self.services = services
         self.nodes: list[ServiceProcess] = []
 
-    def node(self, name: str, port: int | None = None, **env: str) -> ServiceProcess:
-        port = port or free_port()
+    def node(self, name: str, **env: str) -> ServiceProcess:
+        port = free_port()
         extra = NODE_ENV | {
             "MM_REALTIME_PORT": str(port),
             "MM_NODE_ID": f"{name}-{port}",

@@ -392,9 +392,12 @@ async def check(db: asyncpg.Pool[asyncpg.Record], history: History, peers: list[
         "WHERE conversation_id = ANY($1::bigint[]) ORDER BY conversation_id, seq",
         cids,
     )
-    heads = dict(
-        await db.fetch("SELECT id, last_seq FROM conversations WHERE id = ANY($1::bigint[])", cids)
-    )
+    heads: dict[int, int] = {
+        r["id"]: r["last_seq"]
+        for r in await db.fetch(
+            "SELECT id, last_seq FROM conversations WHERE id = ANY($1::bigint[])", cids
+        )
+    }
     keys = Counter((r["sender_id"], r["cmid"]) for r in rows)
     by_key = {(r["sender_id"], r["cmid"]): r for r in rows}
     attempted = set(history.ops)
