@@ -134,6 +134,7 @@ class Bench:
     # -- figures ------------------------------------------------------------------------------
 
     def chat(self, label: str, servers: list[stack.Server], **options: Any) -> ChatReport:
+        """One generator run (in this process, pinned to core 0); CPU share of every process."""
         a = self.args
         defaults: dict[str, Any] = {
             "pairs": a.pairs,
@@ -143,6 +144,7 @@ class Bench:
             "warmup_s": a.warmup,
         }
         cpu0 = [cpu_seconds(s.pid) for s in servers]
+        own0 = time.process_time()
         t0 = time.perf_counter()
         report = uvloop.run(
             chat_run(urls=[f"ws://127.0.0.1:{s.port}/" for s in servers], **(defaults | options))
@@ -152,10 +154,16 @@ class Bench:
             "server_cpu": [
                 round((cpu_seconds(s.pid) - c) / wall, 3)
                 for s, c in zip(servers, cpu0, strict=True)
-            ]
+            ],
+            "generator_cpu": round((time.process_time() - own0) / wall, 3),
         }
         self.runs.setdefault(label, []).append(row)
-        print(f"[{label}]", *report.lines(), f"  server CPU {row['server_cpu']}", sep="\n")
+        print(
+            f"[{label}]",
+            *report.lines(),
+            f"  CPU share: server {row['server_cpu']} generator {row['generator_cpu']}",
+            sep="\n",
+        )
         if not report.check["ok"]:
             print(f"!! {label}: end-of-run check FAILED: {report.check}")
         return report
@@ -261,8 +269,13 @@ class Bench:
         self.results["figures"] = figures
         self.results["targets"] = TARGETS
         self.results["runs"] = self.runs
+        # Our guarantees are checked on every MergeMeet run; the baseline's check is reported
+        # (a conventional server that drops a socket loses its deliveries) but not ours to pass.
         self.results["checks_ok"] = all(
-            r["check"]["ok"] for rows in self.runs.values() for r in rows if "check" in r
+            r["check"]["ok"]
+            for rows in self.runs.values()
+            for r in rows
+            if "check" in r and r["target"] == "mergemeet"
         )
         self.results["command"] = " ".join(sys.argv)
         return self.results

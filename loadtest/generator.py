@@ -134,6 +134,7 @@ class ChatClient:
         self.ws: WsClient | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._refill_soon = False
+        self.closed_by_us = False
 
     async def connect(self, url: str, token: str, source: str | None) -> None:
         self.ws = await WsClient.connect(
@@ -145,8 +146,13 @@ class ChatClient:
     def on_close(self, code: int) -> None:
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"closed:{code}"))
-        if self.run.sending or not self.ready.done():
+        if not self.closed_by_us:
             self.run.closes[str(code)] += 1
+
+    def close(self) -> None:
+        self.closed_by_us = True
+        if self.ws is not None:
+            self.ws.close()
 
     def on_text(self, data: bytes) -> None:
         kind, cmid, code, seq = self.run.adapter.classify(data)
@@ -302,8 +308,7 @@ async def chat_run(
             break
         await asyncio.sleep(0.1)
     for c in live:
-        if c.ws is not None:
-            c.ws.close()
+        c.close()
     stored = await population.stored_messages(settings.asyncpg_dsn, [p.cid for p in made])
     check = check_run(acked=run.acked, delivered=run.delivered, stored=stored)
     return ChatReport(
@@ -403,8 +408,7 @@ async def idle_run(
     held = sum(1 for c, _, _ in clients if c.ws is not None and c.ws.open)
     run.sending = False
     for c, _, _ in clients:
-        if c.ws is not None:
-            c.ws.close()
+        c.close()
     await asyncio.sleep(0.5)
     return IdleReport(
         target=target,
