@@ -43,8 +43,12 @@ PASSWORD = "browser-test-password-7"
 _PASSWORD_HASH = hash_password(PASSWORD)
 #: How long a page may take to show something: page loads, logins (argon2), heartbeats.
 UI_WAIT_MS = int(200 * TICK * 1000)
+#: Access tokens live 30 s (the least the settings allow) and the node asks for a fresh one 26 s
+#: before expiry, so every page refreshes its token on the open socket within seconds.
+ACCESS_TTL_S = 30
 #: Realtime node knobs: a heartbeat (and so the ops page's connection count) every second.
 NODE_ENV = {
+    "MM_REAUTH_BEFORE_S": "26",
     "MM_PRESENCE_TTL_S": "3",
     "MM_PRESENCE_GRACE_S": "1",
     "MM_HEARTBEAT_S": "2",
@@ -88,7 +92,11 @@ async def stack(settings: Settings, redis: Redis) -> AsyncIterator[Stack]:
             "MM_ALLOWED_ORIGINS": api_url,
         },
     )
-    app = create_app(settings.model_copy(update={"realtime_public_url": ws_url}))
+    app = create_app(
+        settings.model_copy(
+            update={"realtime_public_url": ws_url, "access_token_ttl_s": ACCESS_TTL_S}
+        )
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=api_port, log_config=None, lifespan="on")
     )

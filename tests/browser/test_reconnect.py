@@ -7,15 +7,18 @@ the connection without the browser's `offline` event, as a flaky network would.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from playwright.async_api import BrowserContext, WebSocketRoute, expect
 
-from tests.browser.conftest import Stack, WebUser, open_chat
+from tests.browser.conftest import ACCESS_TTL_S, Stack, WebUser, open_chat
 from tests.browser.test_chat import send
+from tests.support import TICK
 
 ContextMaker = Callable[[], Awaitable[BrowserContext]]
 UserMaker = Callable[..., Awaitable[WebUser]]
@@ -30,6 +33,12 @@ class Link:
     server: WebSocketRoute
     drop: Callable[[str], bool] = lambda _frame: False
     dropped: list[str] = field(default_factory=list)
+    #: Every frame each way, decoded: what the page sent and what the node sent.
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    def types(self, frames: list[dict[str, Any]]) -> list[str]:
+        return [frame["type"] for frame in frames]
 
 
 async def routed(context: BrowserContext, stack: Stack) -> list[Link]:
@@ -40,13 +49,20 @@ async def routed(context: BrowserContext, stack: Stack) -> list[Link]:
         server_side = page_side.connect_to_server()
         link = Link(page_side, server_side)
 
+        def from_page(message: str | bytes) -> None:
+            text = message if isinstance(message, str) else message.decode()
+            link.sent.append(json.loads(text))
+            server_side.send(message)
+
         def from_server(message: str | bytes) -> None:
             text = message if isinstance(message, str) else message.decode()
+            link.received.append(json.loads(text))
             if link.drop(text):
                 link.dropped.append(text)
             else:
                 page_side.send(message)
 
+        page_side.on_message(from_page)
         server_side.on_message(from_server)
         links.append(link)
 
@@ -109,3 +125,33 @@ async def test_a_cut_connection_reconnects_with_backoff_and_syncs_what_it_missed
     # Live again on the new socket, both ways.
     await send(page_b, "back")
     await expect(page_a.locator("#messages li.msg .body")).to_have_text(["first", *lost, "back"])
+
+
+async def test_the_token_is_refreshed_on_the_open_socket_when_the_node_asks(
+    new_context: ContextMaker, web_user: UserMaker, match_users: Matcher, stack: Stack
+) -> None:
+    alice, bob = await web_user("Alice"), await web_user("Bob")
+    await match_users(alice, bob)
+    page_a = await open_chat(await new_context(), alice)
+    context_b = await new_context()
+    links = await routed(context_b, stack)
+    page_b = await open_chat(context_b, bob)
+    link = links[0]
+
+    # The node sends `reauth` (26 s before a 30 s token expires); the page answers with `auth`
+    # carrying a fresh token from /api/auth/refresh, and the node confirms with a new `ready`.
+    for _ in range(int(ACCESS_TTL_S / TICK)):
+        if link.types(link.received).count("ready") >= 2:
+            break
+        await asyncio.sleep(TICK)
+    assert "reauth" in link.types(link.received), link.types(link.received)
+    auths = [frame for frame in link.sent if frame["type"] == "auth"]
+    readies = [frame for frame in link.received if frame["type"] == "ready"]
+    assert len(auths) >= 2 and len(readies) >= 2, (link.types(link.sent), readies)
+    assert auths[1]["token"] != auths[0]["token"]
+    assert readies[1]["expires_at"] > readies[0]["expires_at"]
+    assert len(links) == 1, "the page reconnected instead of re-authenticating"
+    assert link.types(link.sent).count("sync") == 1, "a re-auth is not a reconnect: no new sync"
+
+    await send(page_b, "still here")
+    await expect(page_a.locator("#messages li.msg .body")).to_have_text(["still here"])
