@@ -35,6 +35,9 @@ class Close(IntEnum):
     """The node could not check the token (Redis and PostgreSQL unreachable): retry later."""
     INTERNAL = 4006
     """An unexpected server fault on this socket: reconnect and sync."""
+    # Standard code of the same meaning (in STANDARD_RECONNECT), sent by a draining node.
+    SERVICE_RESTART = 1012
+    """The node is draining (SIGTERM): reconnect at once (another node answers) and sync."""
 
     # Terminal band: 4100-4199.
     BAD_TOKEN = 4100
@@ -90,6 +93,8 @@ class Err(StrEnum):
     """PostgreSQL is unreachable: nothing was stored; resend the same ``cmid`` later."""
     INTERNAL = "internal"
     """An unexpected server fault while handling this frame: retry later."""
+    UNAVAILABLE = "unavailable"
+    """Redis is unreachable, so presence cannot be read now: retry later."""
     CONTENT_REJECTED = "content_rejected"
     """The message matched a moderation rule whose action is reject: nothing was stored."""
     DAILY_CAP = "daily_cap"
@@ -97,4 +102,4 @@ class Err(StrEnum):
 
 
 #: Error codes after which the same frame, sent again later, may succeed.
-RETRYABLE: Final = frozenset({Err.RATE_LIMITED, Err.DB_UNAVAILABLE, Err.INTERNAL})
+RETRYABLE: Final = frozenset({Err.RATE_LIMITED, Err.DB_UNAVAILABLE, Err.INTERNAL, Err.UNAVAILABLE})

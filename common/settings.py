@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     sync_page_size: Annotated[int, Field(ge=1, le=1000)] = 200
     presence_ttl_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     presence_grace_s: Annotated[float, Field(ge=0, le=600)] = 5.0
+    # Bound on a SIGTERM drain (close sockets with 1012, flush, settle presence, deregister).
+    realtime_drain_s: Annotated[float, Field(gt=0, le=600)] = 20.0
     # Several realtime processes on one port (SO_REUSEPORT); each is its own node.
     realtime_reuse_port: bool = False
     # Bound on every Redis/PostgreSQL call of a realtime node.

@@ -20,6 +20,7 @@ from msgspec import Meta
 BODY_HARD_MAX: Final = 16_000
 MAX_TOKEN_CHARS: Final = 4096
 MAX_SYNC_CONVERSATIONS: Final = 1000
+MAX_PRESENCE_QUERY: Final = 200
 
 Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 Seq = Annotated[int, Meta(ge=0, le=2**63 - 1)]
@@ -74,7 +75,14 @@ class Ping(_Client, tag="ping"):
     rid: Rid | None = None
 
 
-ClientFrame = Auth | Send | Read | Typing | Sync | Ping
+class PresenceQuery(_Client, tag="presence"):
+    """Ask for the presence of ``users``; ids you may not see are answered ``unknown``."""
+
+    users: Annotated[list[Id], Meta(min_length=1, max_length=MAX_PRESENCE_QUERY)]
+    rid: Rid | None = None
+
+
+ClientFrame = Auth | Send | Read | Typing | Sync | Ping | PresenceQuery
 
 
 # -- server -> client -------------------------------------------------------------------------
@@ -185,6 +193,24 @@ class NotificationPush(_Server, tag="notification"):
     payload: dict[str, object] = {}
 
 
+PresenceStatus = Literal["online", "offline", "unknown"]
+
+
+class PresenceState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One user's presence; ``last_seen`` (epoch ms, rounded down to the minute) when known."""
+
+    user: int
+    state: PresenceStatus
+    last_seen: int = 0
+
+
+class Presence(_Server, tag="presence"):
+    """Presence of users you share an open conversation with: an answer (``rid``) or a push."""
+
+    users: list[PresenceState]
+    rid: str | None = None
+
+
 ServerFrame = (
     Ready
     | Ack
@@ -198,6 +224,7 @@ ServerFrame = (
     | MatchNotice
     | Deleted
     | NotificationPush
+    | Presence
 )
 
 #: One reusable encoder and one decoder per union (msgspec caches the type plans).

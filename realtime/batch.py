@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,6 +133,7 @@ class BatchWriter:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
+        self.last_flush_s = 0.0
         self.committed = 0
 
     def submit(self, request: SendRequest | ReadRequest, reply: Replier) -> None:
@@ -172,7 +174,10 @@ class BatchWriter:
                 await self._wake.wait()
             batch = self._queue[: self.batch_max]
             del self._queue[: self.batch_max]
+            started = time.perf_counter()
             outcomes = await self.flush(batch)
+            # Read by on_done (the metrics hook) for the batch it is handed.
+            self.last_flush_s = time.perf_counter() - started
             failpoints.hit("after_commit_before_fanout")
             self.batches += 1
             if not self._queue:

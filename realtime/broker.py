@@ -102,10 +102,11 @@ class RedisBroker:
         local_users: Callable[[], Iterable[int]],
         stats: Callable[[], tuple[int, int]],
         block_ms: int = 1000,
+        load: Callable[[], dict[str, float]] = dict,
     ) -> None:
         self.node_id, self.address = node_id, address
         self.route_ttl_s, self.timeout_s, self.block_ms = route_ttl_s, timeout_s, block_ms
-        self.local_users, self.stats = local_users, stats
+        self.local_users, self.stats, self.load = local_users, stats, load
         self.stream = delivery_stream(node_id)
         self._pre, self._post = delivery_stream("\0").split("\0")
         self.redis = Redis.from_url(
@@ -129,6 +130,8 @@ class RedisBroker:
         self.started_at = time.time()
         self.published = self.dropped = self.received = 0
         self.last_id = f"{int(self.started_at * 1000)}-0"
+        # For /readyz and /metrics: when XREAD last answered, and the age of the last entry read.
+        self.read_ok_at, self.lag_s = time.monotonic(), 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -157,6 +160,11 @@ class RedisBroker:
             await asyncio.wait_for(cluster.remove_node(self.redis, self.node_id), self.timeout_s)
         await self.redis.aclose()
         await self._reader.aclose()
+
+    @property
+    def reading(self) -> bool:
+        """The delivery-stream reader task is running."""
+        return bool(self._tasks) and not self._tasks[0].done()
 
     # -- routes and token versions -------------------------------------------------------------
 
@@ -248,6 +256,7 @@ class RedisBroker:
                     {self.stream: self.last_id}, count=1000, block=self.block_ms
                 )
                 backoff = 0.05
+                self.read_ok_at, self.lag_s = time.monotonic(), 0.0
             except _FAILURES as exc:
                 log.warning("stream read failed", extra={"error": type(exc).__name__})
                 await asyncio.sleep(backoff)
@@ -261,6 +270,8 @@ class RedisBroker:
                     self._on_delivery(users, fields[b"f"])
                 except Exception:
                     log.exception("bad delivery entry")
+            if self.last_id and reply:
+                self.lag_s = max(0.0, time.time() - int(self.last_id.split("-")[0]) / 1000)
             now = time.monotonic()
             if now - last_trim >= 1.0:
                 last_trim = now
@@ -284,6 +295,7 @@ class RedisBroker:
                     heartbeat_at=now,
                     connections=connections,
                     users=users,
+                    **self.load(),
                 )
                 await asyncio.wait_for(
                     cluster.publish_heartbeat(self.redis, info, ttl_s=self.route_ttl_s),

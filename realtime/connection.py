@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from common.codes import Close, Err
 from realtime.domain import ReadOutcome, SendOutcome
 from realtime.node import Node
+from realtime.presence import PresenceUnavailable
 from realtime.protocol import (
     AuthAction,
     CloseOut,
@@ -35,6 +36,7 @@ from realtime.protocol import (
     Output,
     PersistRead,
     PersistSend,
+    PresenceAction,
     Protocol,
     RefreshAction,
     SyncAction,
@@ -116,7 +118,7 @@ class Connection:
                     proto.receive_binary(time.time())
                 await self._pump()
         except Exception:
-            log.exception("connection failed", extra={"session": self.session})
+            log.exception("connection failed", extra={"conn": self.session, "user": self.user_id})
             self.close(Close.INTERNAL, "internal error")
         finally:
             if self._timer is not None:
@@ -127,6 +129,11 @@ class Connection:
             if self._closer is not None:
                 with contextlib.suppress(Exception):
                     await self._closer
+            if self.user_id:
+                log.info(
+                    "socket closed",
+                    extra={"conn": self.session, "user": self.user_id, "code": self.ws.close_code},
+                )
 
     async def _pump(self) -> None:
         """Write what the protocol produced and perform its actions until it has nothing left."""
@@ -169,6 +176,16 @@ class Connection:
             case RefreshAction():
                 memberships = await self.node.memberships(self.user_id)
                 self.proto.memberships_loaded(memberships, output.retry, time.time())
+            case PresenceAction():
+                presence = self.node.presence
+                try:
+                    if presence is None:
+                        raise PresenceUnavailable("presence is not wired")
+                    data = await presence.answer(self.proto.memberships, output.users, output.rid)
+                except PresenceUnavailable:
+                    self.proto.presence_failed(output.rid)
+                else:
+                    self.proto.presence_answered(data)
 
     async def _authenticate(self, action: AuthAction) -> None:
         assert self.proto is not None
@@ -199,7 +216,7 @@ class Connection:
             if not self._emit(output):
                 await self._perform(output)
         if first:
-            await self.node.broker.add_route(self.user_id)
+            await self.node.joined(self, self.proto.memberships)
 
     # -- results from the batch writer (Replier) ---------------------------------------------
 
@@ -217,7 +234,10 @@ class Connection:
         assert self.proto is not None
         for output in self.proto.take():
             if not self._emit(output):
-                log.error("action outside the read loop dropped", extra={"session": self.session})
+                log.error(
+                    "action outside the read loop dropped",
+                    extra={"conn": self.session, "user": self.user_id},
+                )
 
     # -- writing and closing -----------------------------------------------------------------
 

@@ -52,6 +52,8 @@ class SendRequest:
     kind: str
     rid: str | None
     peers: tuple[int, ...]
+    #: When the frame arrived (epoch s): the send-to-ack latency metric starts here.
+    received_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,9 @@ from realtime.domain import (
     UserState,
 )
 from realtime.hub import Hub, Socket
+from realtime.metrics import TALLY
+from realtime.presence import FRAME_PREFIX as PRESENCE_PREFIX
+from realtime.presence import Presence
 from realtime.protocol import Config, TypingAction
 from realtime.store import Store, StoreUnavailable
 
@@ -77,6 +80,8 @@ class Node:
         self.send_gate: Callable[[SendRequest, Replier], bool] | None = None
         #: Bumped by each membership-changing safety event; a cache loaded across one reloads.
         self.membership_epoch = 0
+        #: realtime/presence.py (None: not wired, as in tests).
+        self.presence: Presence | None = None
 
     @property
     def node_id(self) -> str:
@@ -142,9 +147,17 @@ class Node:
             self.connections.add(conn)
         return first
 
+    async def joined(self, conn: Closable, memberships: Memberships | None) -> None:
+        """The user's first socket here is ready: announce the route, then presence."""
+        await self.broker.add_route(conn.user_id)
+        if self.presence is not None:
+            await self.presence.joined(conn.user_id, memberships)
+
     async def detach(self, conn: Closable) -> None:
         self.connections.discard(conn)
         if self.hub.remove(conn):
+            if self.presence is not None:  # the grace starts before the route goes
+                await self.presence.left(conn.user_id, self.presence.view(conn))
             await self.broker.remove_route(conn.user_id)
 
     def close_all(self, code: int, reason: str) -> None:
@@ -212,12 +225,17 @@ class Node:
         ``scope`` is the frame's ``(cid, author)`` (read from ``data`` when not given): each
         recipient socket is checked against its block/membership cache just before the write.
         """
-        self.hub.deliver(users, data, exclude=exclude, scope=scope or wire.scope_of(data))
+        n = self.hub.deliver(users, data, exclude=exclude, scope=scope or wire.scope_of(data))
+        TALLY.out_bytes(data, n)
         self.broker.publish(users, data)
 
     def on_remote(self, users: Sequence[int], data: bytes) -> None:
         """An entry of this node's delivery stream (filtered here too: it may be in flight)."""
-        self.hub.deliver(users, data, scope=wire.scope_of(data))
+        if self.presence is not None and data.startswith(PRESENCE_PREFIX):
+            # Presence is shown per recipient socket (shared conversation, no block).
+            self.presence.deliver_local(users, data)
+            return
+        TALLY.out_bytes(data, self.hub.deliver(users, data, scope=wire.scope_of(data)))
 
     async def sync(
         self, user: int, positions: dict[int, int], limit: int

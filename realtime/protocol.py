@@ -28,6 +28,7 @@ from realtime.domain import (
     SendRequest,
     StoredMessage,
 )
+from realtime.metrics import TALLY
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +117,17 @@ class RefreshAction:
     retry: wire.ClientFrame
 
 
+@dataclass(frozen=True, slots=True)
+class PresenceAction:
+    """Answer a ``presence`` query for ``users`` (unknown for anyone not visible)."""
+
+    users: tuple[int, ...]
+    rid: str | None
+
+
 Output = (
     Out
+    | PresenceAction
     | CloseOut
     | AuthAction
     | PersistSend
@@ -241,6 +251,7 @@ class Protocol:
         """Close once; later input is ignored."""
         if self.state is not State.CLOSED:
             self.state = State.CLOSED
+            TALLY.close(int(code))
             self._out.append(CloseOut(int(code), reason))
 
     def receive_binary(self, now: float) -> None:
@@ -252,11 +263,13 @@ class Protocol:
         try:
             frame: wire.ClientFrame = wire.client_decoder.decode(data)
         except msgspec.MsgspecError as exc:
+            TALLY.invalid_frames += 1
             if self.state is State.AWAIT_AUTH:
                 self.close(Close.PROTOCOL_VIOLATION, "auth first")
             else:
                 self._error(classify_decode_error(exc), None, str(exc)[:200])
             return
+        TALLY.frames_in[type(frame)] += 1
         if self.state is State.AWAIT_AUTH:
             if isinstance(frame, wire.Auth):
                 self._out.append(AuthAction(frame.token, frame.rid, refresh=False))
@@ -285,6 +298,11 @@ class Protocol:
                 self._send(wire.Pong(time=ms(now), rid=frame.rid))
             case wire.Auth():
                 self._out.append(AuthAction(frame.token, frame.rid, refresh=True))
+            case wire.PresenceQuery():
+                if self.memberships is None and allow_refresh:
+                    self._out.append(RefreshAction(frame))
+                else:
+                    self._out.append(PresenceAction(tuple(frame.users), frame.rid))
 
     def _on_send(self, frame: wire.Send, now: float, allow_refresh: bool) -> None:
         if len(frame.body) > self.config.max_body_chars:
@@ -301,7 +319,7 @@ class Protocol:
             return
         self.inflight += 1
         request = SendRequest(
-            self.user_id, frame.cid, frame.cmid, frame.body, frame.kind, frame.rid, peers
+            self.user_id, frame.cid, frame.cmid, frame.body, frame.kind, frame.rid, peers, now
         )
         self._out.append(PersistSend(request))
 
@@ -464,12 +482,24 @@ class Protocol:
         if self.state is State.OPEN:
             self._error(code, rid)
 
+    def presence_answered(self, data: bytes) -> None:
+        """After a :class:`PresenceAction`: ``data`` is the encoded ``presence`` answer."""
+        if self.state is State.OPEN:
+            TALLY.frames_out["presence"] += 1
+            self._out.append(Out(data))
+
+    def presence_failed(self, rid: str | None) -> None:
+        if self.state is State.OPEN:
+            self._error(Err.UNAVAILABLE, rid)
+
     # -- helpers -----------------------------------------------------------------------------
 
     def _send(self, frame: wire.ServerFrame) -> None:
+        TALLY.out(frame)
         self._out.append(Out(wire.encode(frame)))
 
     def _error(self, code: Err, rid: str | None, message: str = "") -> None:
+        TALLY.error(code)
         self._out.append(Out(error_frame(code, rid, message)))
 
 

@@ -41,6 +41,7 @@ from realtime.domain import UserState
 from realtime.hub import Hub
 from realtime.moderation import ModerationGate
 from realtime.node import Node
+from realtime.ops import NodeOps
 from realtime.protocol import Config
 from realtime.safety import SafetyConsumer
 from realtime.store import Store, create_pool
@@ -102,6 +103,7 @@ class Services:
     node: Node
     moderation: ModerationGate
     safety: SafetyConsumer
+    ops: NodeOps
 
     @classmethod
     async def build(cls, settings: Settings) -> Services:
@@ -153,7 +155,16 @@ class Services:
         # safety stream's starting point (see realtime/safety.py).
         await moderation.reload()
         await safety.prime()
+        ops = NodeOps.build(
+            settings,
+            node=node,
+            broker=broker,
+            writer=writer,
+            pool=pool,
+            fallback=make_process_request(settings.allowed_origins),
+        )
         return cls(
+            ops=ops,
             pool=pool,
             writer=writer,
             broker=broker,
@@ -167,12 +178,18 @@ class Services:
         self.broker.start(self.node.on_remote)
         self.moderation.start()
         self.safety.start()
+        self.ops.presence.start()
 
-    async def stop(self, server: Server, *, timeout_s: float) -> None:
-        await self.writer.stop(drain_timeout_s=timeout_s)
-        server.close(close_connections=True, code=Close.GOING_AWAY, reason="node stopping")
+    async def stop(self, server: Server, *, timeout_s: float, grace_s: float) -> None:
+        """Drain: unready, stop accepting, close sockets with 1012 (clients reconnect to another
+        node), commit what the writer holds, settle presence, deregister, close."""
+        self.ops.ops.draining = True
+        self.node.close_all(Close.SERVICE_RESTART, "node draining")
+        server.close(close_connections=True, code=Close.SERVICE_RESTART, reason="node draining")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), timeout_s)
+        await self.writer.stop(drain_timeout_s=timeout_s)
+        await self.ops.presence.close(timeout_s=grace_s + timeout_s)
         await self.safety.close()
         await self.broker.close()
         await self.moderation.close()
@@ -197,7 +214,7 @@ async def run(settings: Settings) -> None:
         handle,
         settings.realtime_host,
         settings.realtime_port,
-        process_request=make_process_request(settings.allowed_origins),
+        process_request=services.ops.ops.process_request,
         max_size=settings.max_frame_bytes,
         compression="deflate" if settings.ws_compression else None,
         ping_interval=settings.heartbeat_s,
@@ -206,6 +223,7 @@ async def run(settings: Settings) -> None:
         reuse_port=settings.realtime_reuse_port or None,
         server_header=None,
     )
+    services.ops.serving(server)
     services.start()
     log.info(
         "listening",
@@ -219,4 +237,14 @@ async def run(settings: Settings) -> None:
         await stop.wait()
     finally:
         log.info("stopping", extra={"node": node.node_id})
-        await services.stop(server, timeout_s=settings.realtime_io_timeout_s * 2)
+        try:
+            await asyncio.wait_for(
+                services.stop(
+                    server,
+                    timeout_s=settings.realtime_io_timeout_s * 2,
+                    grace_s=settings.presence_grace_s,
+                ),
+                settings.realtime_drain_s,
+            )
+        except TimeoutError:
+            log.error("drain timed out", extra={"node": node.node_id})

@@ -155,10 +155,11 @@ class Client:
         """Send a frame with a fresh rid and wait for the answer carrying it."""
         rid = f"r{next(self._rids)}"
         await self.send(**frame, rid=rid)
+        # Only the socket can hold the answer (the rid is new): other frames wait in the backlog.
         while True:
-            answer = await self.next()
+            answer = json.loads(await asyncio.wait_for(self.ws.recv(), WAIT))
             if answer.get("rid") == rid:
-                return answer
+                return dict(answer)
             self.backlog.append(answer)
 
     async def closed(self, timeout: float = WAIT) -> int:

@@ -1,0 +1,244 @@
+"""The ops surface of a node: ``/healthz``, ``/readyz``, ``/metrics`` and the heartbeat's load.
+
+Owns the plain HTTP routes answered in the WebSocket handshake hook (``process_request``) and
+the figures each heartbeat publishes for the ops page (messages/s, batch size, commit time,
+delivery lag, in :class:`common.cluster.NodeInfo`). ``/readyz`` is 200 only when Redis answers
+a PING, PostgreSQL a ``SELECT 1`` (each under the I/O timeout) and the delivery-stream reader
+is alive and has read recently, and never while the node drains. Every other request falls
+through to the Origin check of :mod:`realtime.server`.
+
+It must not decide anything about frames or sockets; redis and asyncpg failures are caught
+here and turned into a "not ready" line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from common.settings import Settings
+from realtime.batch import BatchWriter, Outcome
+from realtime.broker import RedisBroker
+from realtime.connection import Connection
+from realtime.domain import Memberships, SendOutcome
+from realtime.hub import Socket
+from realtime.metrics import CONTENT_TYPE, TALLY, Gauges, Tally, build_registry, render
+from realtime.node import Node
+from realtime.presence import Presence
+from realtime.store import UNAVAILABLE_ERRORS
+
+log = logging.getLogger("realtime.ops")
+
+ProcessRequest = Callable[[ServerConnection, Request], Response | None]
+OnDone = Callable[[list[Outcome]], None]
+
+
+def respond(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        {
+            "Content-Type": content_type,
+            "Content-Length": str(len(body)),
+            "Cache-Control": "no-store",
+        }
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+def text(status: http.HTTPStatus, body: str) -> Response:
+    return respond(status, body.encode(), "text/plain; charset=utf-8")
+
+
+@dataclass
+class Ops:
+    """The node's HTTP routes; ``fallback`` answers every other request (Origin check)."""
+
+    redis: Redis
+    pool: asyncpg.Pool[asyncpg.Record]
+    broker: RedisBroker
+    registry: CollectorRegistry
+    fallback: ProcessRequest
+    timeout_s: float
+    draining: bool = False
+
+    def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response | None] | None:
+        path = request.path.partition("?")[0]
+        if path == "/healthz":
+            return text(http.HTTPStatus.OK, "ok\n")
+        if path == "/metrics":
+            return respond(http.HTTPStatus.OK, render(self.registry), CONTENT_TYPE)
+        if path == "/readyz":
+            return self.readyz()
+        return self.fallback(connection, request)
+
+    async def readyz(self) -> Response:
+        checks = list(await asyncio.gather(self._redis(), self._postgres()))
+        checks.append(self._reader())
+        if self.draining:
+            checks.append("draining")
+        failed = [c for c in checks if c]
+        if failed:
+            return text(http.HTTPStatus.SERVICE_UNAVAILABLE, "".join(f"{c}\n" for c in failed))
+        return text(http.HTTPStatus.OK, "ready\n")
+
+    async def _redis(self) -> str:
+        try:
+            await asyncio.wait_for(self.redis.ping(), self.timeout_s)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("readiness: redis", extra={"error": type(exc).__name__})
+            return f"redis: {type(exc).__name__}"
+        return ""
+
+    async def _postgres(self) -> str:
+        try:
+            async with self.pool.acquire(timeout=self.timeout_s) as con:
+                await con.fetchval("SELECT 1", timeout=self.timeout_s)
+        except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+            log.warning(
+                "readiness: postgres", extra={"error": type(exc).__name__, "backend": "postgres"}
+            )
+            return f"postgres: {type(exc).__name__}"
+        return ""
+
+    def _reader(self) -> str:
+        # A live reader returns from XREAD BLOCK at least every block_ms.
+        allowed = self.broker.block_ms / 1000 + 2 * self.timeout_s
+        if not self.broker.reading:
+            return "delivery reader: not running"
+        if time.monotonic() - self.broker.read_ok_at > allowed:
+            return "delivery reader: no successful read"
+        return ""
+
+
+@dataclass
+class Load:
+    """What the heartbeat adds to :class:`~common.cluster.NodeInfo`: rates since the last beat."""
+
+    writer: BatchWriter
+    broker: RedisBroker
+    tally: Tally = field(default_factory=lambda: TALLY)
+    _last: tuple[float, int, int, float, int] = field(default=(0.0, 0, 0, 0.0, 0))
+
+    def __post_init__(self) -> None:
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, int, int, float, int]:
+        commit = self.tally.commit
+        size = self.tally.batch_size
+        return (
+            time.monotonic(),
+            self.writer.committed,
+            int(size.total),
+            commit.total,
+            commit.count,
+        )
+
+    def __call__(self) -> dict[str, float]:
+        now = self._sample()
+        t0, committed0, requests0, commit_s0, batches0 = self._last
+        t1, committed1, requests1, commit_s1, batches1 = now
+        self._last = now
+        batches = batches1 - batches0
+        return {
+            "messages_per_s": round((committed1 - committed0) / max(t1 - t0, 1e-3), 1),
+            "batch_size_avg": round((requests1 - requests0) / batches, 1) if batches else 0.0,
+            "commit_ms_avg": round((commit_s1 - commit_s0) * 1000 / batches, 2) if batches else 0.0,
+            "delivery_lag_ms": round(self.broker.lag_s * 1000, 1),
+        }
+
+
+def view_of(sock: Socket) -> Memberships | None:
+    """A local socket's membership cache (what presence checks before writing to it)."""
+    proto = sock.proto if isinstance(sock, Connection) else None
+    return None if proto is None else proto.memberships
+
+
+@dataclass
+class NodeOps:
+    """Presence, metrics and the HTTP routes of one node, wired onto its parts."""
+
+    presence: Presence
+    ops: Ops
+    registry: CollectorRegistry
+    server: Server | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        node: Node,
+        broker: RedisBroker,
+        writer: BatchWriter,
+        pool: asyncpg.Pool[asyncpg.Record],
+        fallback: ProcessRequest,
+    ) -> NodeOps:
+        timeout = settings.realtime_io_timeout_s
+        presence = Presence(
+            broker.redis,
+            node_id=node.node_id,
+            hub=node.hub,
+            broker=broker,
+            store=node.store,
+            view=view_of,
+            ttl_s=settings.presence_ttl_s,
+            grace_s=settings.presence_grace_s,
+            timeout_s=timeout,
+        )
+        node.presence = presence
+        broker.load = Load(writer, broker)
+        writer.on_done = _measured(writer, writer.on_done)
+        gauges = Gauges(
+            # Late-bound: the server exists only after serve(); see serving().
+            open_connections=lambda: built.open_connections(),
+            sockets=lambda: node.hub.socket_count,
+            users=lambda: node.hub.user_count,
+            batch_pending=lambda: writer.pending,
+            committed=lambda: writer.committed,
+            slow_consumer_closes=lambda: node.slow_consumer_closes,
+            delivery_lag_s=lambda: broker.lag_s,
+            delivery_received=lambda: broker.received,
+            publish_dropped=lambda: broker.dropped,
+            draining=lambda: ops.draining,
+        )
+        registry = build_registry(gauges)
+        ops = Ops(broker.redis, pool, broker, registry, fallback, timeout)
+        built = cls(presence, ops, registry)
+        return built
+
+    def serving(self, server: Server) -> None:
+        """The WebSocket server is up: its connection count feeds ``mm_rt_connections_open``."""
+        self.server = server
+
+    def open_connections(self) -> int:
+        """Open WebSocket connections, authenticated or not."""
+        return 0 if self.server is None else len(self.server.connections)
+
+
+def _measured(writer: BatchWriter, on_done: Callable[[list[Outcome]], None]) -> OnDone:
+    """Wrap the writer's ``on_done``: batch size, commit time and send-to-ack latency."""
+    tally = TALLY
+
+    def measured(outcomes: list[Outcome]) -> None:
+        tally.batch_size.observe(len(outcomes))
+        tally.commit.observe(writer.last_flush_s)
+        on_done(outcomes)
+        now = time.time()
+        for outcome in outcomes:
+            if isinstance(outcome, SendOutcome) and outcome.stored is not None:
+                tally.send_ack.observe(now - outcome.request.received_at)
+
+    return measured

@@ -1,0 +1,367 @@
+"""Presence: who is online across nodes and devices, who may see it, and the pushes it makes.
+
+Owns the presence keys in Redis and the grace and crash rules:
+
+- **online** = the user's route set (``mm:user:<id>:routes``, kept by the broker, scored by
+  expiry and refreshed by each node's heartbeat) has a live entry, or the user is inside the
+  grace after their last socket closed (``mm:user:<id>:grace``, a short-lived marker);
+- ``mm:user:<id>:shown`` says peers were told "online" (set NX on the first socket anywhere:
+  whoever sets it announces online; deleted by whoever announces offline, in one Lua script
+  that first checks that no live route is left), so an online or offline push happens once per
+  change whatever the number of nodes and devices;
+- ``mm:user:<id>:seen`` is the last-seen time, rounded down to the minute (privacy);
+- ``mm:node:<id>:users`` lists the users a node hosts (or holds in grace), so when that node
+  dies (its heartbeat in ``mm:nodes`` lapses for ``presence_ttl_s``) one surviving node claims
+  it (``ZREM`` returns 1 to exactly one), removes its routes, deletes its delivery stream and
+  announces its users offline.
+
+Who sees what is decided per recipient socket, at the moment of writing, from that socket's
+membership cache (:func:`visible`): a shared open conversation and no block either way. Pushes
+are ``presence`` frames sent through the node's delivery path (local sockets and the delivery
+streams), never persisted.
+
+Exceptions: redis failures are caught here and logged (``presence failed``); queries raise
+:class:`PresenceUnavailable`. It must not touch sockets except through the hub, nor PostgreSQL
+except through the store's membership read (for a dead node's users).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from common import wire
+from common.rediskeys import NODES, delivery_stream, node_key
+from realtime.broker import Broker, route_key
+from realtime.domain import Memberships
+from realtime.hub import Hub, Socket
+from realtime.metrics import TALLY
+from realtime.store import Store, StoreUnavailable
+
+log = logging.getLogger("realtime.presence")
+
+_FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+SEEN_TTL_S: Final = 90 * 24 * 3600
+#: A presence frame as :func:`wire.encode` writes it (tag first): how deliveries are told apart.
+FRAME_PREFIX: Final = b'{"type":"presence"'
+_decoder: Final = msgspec.json.Decoder(wire.Presence)
+
+# KEYS: routes, shown, seen, grace. ARGV: now (s), last seen (ms), seen ttl (ms).
+# -1: a live route is left (still online); -2: someone else announced it; else: last seen.
+OFFLINE_LUA: Final = """
+if redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf') > 0 then return -1 end
+redis.call('DEL', KEYS[4])
+if redis.call('DEL', KEYS[2]) == 0 then return -2 end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+return tonumber(ARGV[2])
+"""
+
+
+def shown_key(user_id: int) -> str:
+    return f"mm:user:{user_id}:shown"
+
+
+def seen_key(user_id: int) -> str:
+    return f"mm:user:{user_id}:seen"
+
+
+def grace_key(user_id: int) -> str:
+    return f"mm:user:{user_id}:grace"
+
+
+def node_users_key(node_id: str) -> str:
+    return f"mm:node:{node_id}:users"
+
+
+def minute_ms(now: float) -> int:
+    """``now`` (epoch s) rounded down to the minute, in ms: last-seen is coarse on purpose."""
+    return int(now // 60) * 60_000
+
+
+def visible(memberships: Memberships | None, subject: int) -> bool:
+    """May the owner of ``memberships`` see ``subject``'s presence? (Shared open conversation,
+    no block either way; the block set is symmetric, see ``store.BLOCKS_SQL``.)"""
+    if memberships is None or subject in memberships.blocked:
+        return False
+    return any(subject in peers for peers in memberships.peers.values())
+
+
+def audience(memberships: Memberships | None) -> tuple[int, ...]:
+    """Everyone ``memberships`` lets see its owner: the peers of open conversations, unblocked."""
+    if memberships is None:
+        return ()
+    users = {u for peers in memberships.peers.values() for u in peers}
+    return tuple(sorted(users - memberships.blocked))
+
+
+def frame(user: int, state: wire.PresenceStatus, last_seen: int = 0) -> bytes:
+    return wire.encode(wire.Presence(users=[wire.PresenceState(user, state, last_seen)]))
+
+
+class PresenceUnavailable(Exception):
+    """Redis could not answer a presence query."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    due: float
+    peers: tuple[int, ...]
+
+
+class Presence:
+    """One node's presence service (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        node_id: str,
+        hub: Hub,
+        broker: Broker,
+        store: Store,
+        view: Callable[[Socket], Memberships | None],
+        ttl_s: float,
+        grace_s: float,
+        timeout_s: float,
+    ) -> None:
+        self.redis, self.node_id, self.hub, self.broker = redis, node_id, hub, broker
+        self.store, self.view = store, view
+        self.ttl_s, self.grace_s, self.timeout_s = ttl_s, grace_s, timeout_s
+        self.step_s = max(0.05, min(grace_s / 4, ttl_s / 6))
+        self._offline = redis.register_script(OFFLINE_LUA)
+        self._pending: dict[int, _Pending] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="presence")
+
+    async def close(self, *, timeout_s: float) -> None:
+        """Settle every pending grace (bounded), then stop the loop and forget this node."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._pending and loop.time() < deadline:
+            self._wake.set()
+            await asyncio.sleep(self.step_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(*_FAILURES):
+            await asyncio.wait_for(self.redis.delete(node_users_key(self.node_id)), self.timeout_s)
+
+    # -- local sockets come and go ----------------------------------------------------------
+
+    async def joined(self, user: int, memberships: Memberships | None) -> None:
+        """The user's first socket on this node (its route is already written)."""
+        self._pending.pop(user, None)
+        key = node_users_key(self.node_id)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(shown_key(user), b"1", nx=True, px=int(self.ttl_s * 3000))
+                pipe.sadd(key, user)
+                pipe.pexpire(key, int(self.ttl_s * 3000))
+                first, *_ = await asyncio.wait_for(pipe.execute(), self.timeout_s)
+        except _FAILURES as exc:
+            log.warning("presence failed", extra={"error": type(exc).__name__, "user": user})
+            return
+        if first:
+            self.announce(user, "online", 0, audience(memberships))
+
+    async def left(self, user: int, memberships: Memberships | None) -> None:
+        """The user's last socket on this node is closing: offline after the grace, if still so.
+
+        Called before the route is withdrawn: the grace marker keeps queries answering
+        "online" while a reconnect may come.
+        """
+        self._pending[user] = _Pending(time.time() + self.grace_s, audience(memberships))
+        self._wake.set()
+        px = int((self.grace_s + max(1.0, 4 * self.step_s)) * 1000)
+        try:
+            await asyncio.wait_for(self.redis.set(grace_key(user), b"1", px=px), self.timeout_s)
+        except _FAILURES as exc:
+            log.warning("presence failed", extra={"error": type(exc).__name__, "user": user})
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # -- pushes ------------------------------------------------------------------------------
+
+    def announce(
+        self, user: int, state: wire.PresenceStatus, last_seen: int, peers: Sequence[int]
+    ) -> None:
+        TALLY.presence[state] += 1
+        if not peers:
+            return
+        data = frame(user, state, last_seen)
+        self.deliver_local(peers, data, user)
+        self.broker.publish(peers, data)
+
+    def deliver_local(self, users: Iterable[int], data: bytes, subject: int | None = None) -> int:
+        """Write a presence frame to the local sockets of ``users`` that may see its subject."""
+        if subject is None:
+            try:
+                subject = _decoder.decode(data).users[0].user
+            except (msgspec.MsgspecError, IndexError):
+                log.error("bad presence entry")
+                return 0
+        count = 0
+        for user in users:
+            for sock in self.hub.sockets_of(user):
+                if visible(self.view(sock), subject):
+                    sock.write(data)
+                    count += 1
+        TALLY.out_bytes(data, count)
+        return count
+
+    # -- queries -----------------------------------------------------------------------------
+
+    async def states(self, users: Sequence[int]) -> dict[int, wire.PresenceState]:
+        """Online/offline and last seen of ``users`` (the caller decided they are visible)."""
+        if not users:
+            return {}
+        now = time.time()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user in users:
+                    pipe.zcount(route_key(user), f"({now}", "+inf")
+                    pipe.exists(grace_key(user))
+                    pipe.get(seen_key(user))
+                replies = await asyncio.wait_for(pipe.execute(), self.timeout_s)
+        except _FAILURES as exc:
+            log.warning("presence failed", extra={"error": type(exc).__name__})
+            raise PresenceUnavailable(type(exc).__name__) from exc
+        result: dict[int, wire.PresenceState] = {}
+        for i, user in enumerate(users):
+            routes, grace, seen = replies[3 * i : 3 * i + 3]
+            if routes or grace:
+                result[user] = wire.PresenceState(user, "online")
+            else:
+                result[user] = wire.PresenceState(user, "offline", int(seen or 0))
+        return result
+
+    async def answer(
+        self, memberships: Memberships | None, users: Sequence[int], rid: str | None
+    ) -> bytes:
+        """The encoded answer to a ``presence`` query; unknown for anyone this user may not see.
+
+        Raises :class:`PresenceUnavailable` when Redis cannot say.
+        """
+        asked = list(dict.fromkeys(users))
+        shown = [u for u in asked if visible(memberships, u)]
+        states = await self.states(shown)
+        entries = [states.get(u) or wire.PresenceState(u, "unknown") for u in asked]
+        return wire.encode(wire.Presence(users=entries, rid=rid))
+
+    # -- the loop: graces that ran out, refresh, dead nodes -----------------------------------
+
+    async def _loop(self) -> None:
+        refresh_every, last_refresh = self.ttl_s / 3, 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.step_s)
+            self._wake.clear()
+            try:
+                await self._settle_due(time.time())
+                now = time.monotonic()
+                if now - last_refresh >= refresh_every:
+                    last_refresh = now
+                    await self._refresh()
+                    await self._reap()
+            except _FAILURES as exc:
+                log.warning("presence failed", extra={"error": type(exc).__name__})
+            except Exception:
+                log.exception("presence loop step failed")
+
+    async def _settle_due(self, now: float) -> None:
+        due = [u for u, p in self._pending.items() if p.due <= now and not self.hub.has(u)]
+        for user in [u for u, p in self._pending.items() if self.hub.has(u)]:
+            del self._pending[user]  # back on this node: nothing to settle
+        if not due:
+            return
+        results = await self._check_offline(due, now)
+        for user, last_seen in results.items():
+            entry = self._pending.pop(user, None)
+            if last_seen >= 0 and entry is not None:
+                self.announce(user, "offline", last_seen, entry.peers)
+        gone = [u for u in due if not self.hub.has(u) and u not in self._pending]
+        if gone:
+            await asyncio.wait_for(
+                self.redis.srem(node_users_key(self.node_id), *gone), self.timeout_s
+            )
+
+    async def _check_offline(self, users: Sequence[int], now: float) -> dict[int, int]:
+        """Run the offline script per user: last seen (ms) where this call announced it, else
+        -1 (still online) or -2 (announced by someone else)."""
+        seen = minute_ms(now)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user in users:
+                keys = [route_key(user), shown_key(user), seen_key(user), grace_key(user)]
+                await self._offline(
+                    keys=keys, args=[repr(now), seen, SEEN_TTL_S * 1000], client=pipe
+                )
+            replies = await asyncio.wait_for(pipe.execute(), self.timeout_s)
+        return {user: int(r) for user, r in zip(users, replies, strict=True)}
+
+    async def _refresh(self) -> None:
+        """Keep this node's presence keys alive as long as it is (routes: the broker's job)."""
+        users = {*self.hub.users(), *self._pending}
+        if not users:
+            return
+        ttl_ms = int(self.ttl_s * 3000)
+        key = node_users_key(self.node_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(key, *users)
+            pipe.pexpire(key, ttl_ms)
+            for user in self.hub.users():
+                pipe.pexpire(shown_key(user), ttl_ms)
+            await asyncio.wait_for(pipe.execute(), self.timeout_s)
+
+    async def _reap(self) -> None:
+        """Claim nodes whose heartbeat lapsed; clean their routes and announce their users."""
+        now = time.time()
+        dead = await asyncio.wait_for(
+            self.redis.zrangebyscore(NODES, "-inf", f"({now - self.ttl_s}"), self.timeout_s
+        )
+        for raw in dead[:20]:
+            node = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if node == self.node_id:
+                continue
+            if not await asyncio.wait_for(self.redis.zrem(NODES, node), self.timeout_s):
+                continue  # another node claimed it
+            await self._reap_node(node, now)
+
+    async def _reap_node(self, node: str, now: float) -> None:
+        key = node_users_key(node)
+        members = await asyncio.wait_for(self.redis.smembers(key), self.timeout_s)
+        users = sorted(int(u) for u in members)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(key, delivery_stream(node), node_key(node))
+            for user in users:
+                pipe.zrem(route_key(user), node)
+            await asyncio.wait_for(pipe.execute(), self.timeout_s)
+        log.warning("dead node reaped", extra={"dead_node": node, "users": len(users)})
+        if not users:
+            return
+        results = await self._check_offline(users, now)
+        for user, last_seen in results.items():
+            if last_seen < 0:
+                continue
+            try:
+                memberships = await self.store.memberships(user)
+            except StoreUnavailable:
+                memberships = None  # nobody is told; queries still answer "offline"
+            self.announce(user, "offline", last_seen, audience(memberships))
