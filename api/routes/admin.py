@@ -14,7 +14,8 @@ from fastapi import APIRouter, Path, Query, Response
 from api.deps import AdminUser, RedisDep, SessionDep, SettingsDep
 from api.schemas import admin as schemas
 from api.schemas.discovery import CURSOR_MAX_CHARS
-from api.schemas.safety import BIGINT_MAX, ReportStatus, ReportType
+from api.schemas.matches import BIGINT_MAX
+from api.schemas.safety import ReportStatus, ReportType
 from api.services import admin as service
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])

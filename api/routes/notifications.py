@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from api.deps import CurrentUser, SessionDep
 from api.schemas.discovery import CURSOR_MAX_CHARS
+from api.schemas.matches import BIGINT_MAX
 from api.schemas.notifications import (
     NOTIFICATIONS_PAGE_DEFAULT,
     NOTIFICATIONS_PAGE_MAX,
@@ -16,7 +17,6 @@ from api.schemas.notifications import (
     NotificationPage,
     UnreadCount,
 )
-from api.schemas.safety import BIGINT_MAX
 from api.services import notifications as service
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])

@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 
 from api.deps import CurrentUser, RedisDep, SessionDep, SettingsDep
 from api.errors import ApiError, NotFound, TooLarge
+from api.schemas.matches import BIGINT_MAX
 from api.schemas.photos import PhotoList, PhotoOrderIn, PhotoOut
 from api.services import photos, profiles
 from api.services.ratelimit import limit
@@ -24,7 +25,7 @@ router = APIRouter(prefix="/api", tags=["photos"])
 
 #: Room for the multipart boundaries and part headers around the file itself.
 _MULTIPART_OVERHEAD: Final = 16 * 1024
-PhotoId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+PhotoId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 MediaKey = Annotated[str, Path(min_length=1, max_length=64)]
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {

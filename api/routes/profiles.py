@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.deps import CurrentUser, RedisDep, SessionDep, SettingsDep
+from api.schemas.matches import BIGINT_MAX
 from api.schemas.profiles import LocationIn, OwnProfile, ProfileUpdate, PublicProfile
 from api.services import profiles
 from api.services.ratelimit import limit
 
 router = APIRouter(prefix="/api/profiles", tags=["profiles"])
 
-UserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+UserId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 
 
 @router.get("/me", response_model=OwnProfile)

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from api.deps import CurrentUser, RedisDep, SessionDep
+from api.schemas.matches import BIGINT_MAX
 from api.schemas.safety import (
-    BIGINT_MAX,
     BlockIn,
     BlockList,
     BlockOut,

@@ -11,12 +11,12 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-BIGINT_MAX: Final = 2**63 - 1
+from api.schemas.matches import BIGINT_MAX, Id
+
 REASON_MIN_CHARS: Final = 10
 REASON_MAX_CHARS: Final = 1000
 EVIDENCE_MAX_MESSAGES: Final = 20
 
-Id = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 ReportType = Literal["inappropriate_content", "harassment", "fake_profile", "scam", "other"]
 ReportStatus = Literal["pending", "dismissed", "warned", "banned"]
 
