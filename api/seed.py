@@ -121,6 +121,24 @@ async def seed_demo_users(session: AsyncSession) -> list[int]:
     return ids
 
 
+DEMO_ADMIN_EMAIL = "ops@demo.mergemeet.dev"
+
+
+async def seed_demo_admin(session: AsyncSession) -> bool:
+    """An admin account (no profile) for the ops page; True when it was created now."""
+    if await session.scalar(select(User.id).where(User.email == DEMO_ADMIN_EMAIL)) is not None:
+        return False
+    session.add(
+        User(
+            email=DEMO_ADMIN_EMAIL,
+            password_hash=hash_password(DEMO_PASSWORD),
+            is_admin=True,
+            email_verified_at=dt.datetime.now(dt.UTC),
+        )
+    )
+    return True
+
+
 async def main_async() -> None:
     settings = get_settings()
     if settings.env == "production":
@@ -130,6 +148,7 @@ async def main_async() -> None:
         async with make_sessionmaker(engine)() as session, session.begin():
             await seed_interests(session)
             created = await seed_demo_users(session)
+            admin_created = await seed_demo_admin(session)
     finally:
         await engine.dispose()
     if created:
@@ -137,6 +156,8 @@ async def main_async() -> None:
         print(f"[seed] demo users: {names} (password: {DEMO_PASSWORD})")
     else:
         print("[seed] demo data already present")
+    if admin_created:
+        print(f"[seed] ops page admin: {DEMO_ADMIN_EMAIL} (password: {DEMO_PASSWORD})")
 
 
 def main() -> None:
