@@ -12,8 +12,9 @@ Owns the presence keys in Redis and the grace and crash rules:
 - ``mm:user:<id>:seen`` is the last-seen time, rounded down to the minute (privacy);
 - ``mm:node:<id>:users`` lists the users a node hosts (or holds in grace), so when that node
   dies (its heartbeat in ``mm:nodes`` lapses for ``presence_ttl_s``) one surviving node claims
-  it (``ZREM`` returns 1 to exactly one), removes its routes, deletes its delivery stream and
-  announces its users offline.
+  it (``ZREM`` returns 1 to exactly one; a node whose heartbeat key, kept for that node's own
+  TTL, still exists is alive), removes its routes, deletes its delivery stream and announces
+  its users offline.
 
 Who sees what is decided per recipient socket, at the moment of writing, from that socket's
 membership cache (:func:`visible`): a shared open conversation and no block either way. Pushes
@@ -339,6 +340,10 @@ class Presence:
         for raw in dead[:20]:
             node = raw.decode() if isinstance(raw, bytes) else str(raw)
             if node == self.node_id:
+                continue
+            # Nodes may run with other TTLs: the heartbeat key expires after the node's own TTL,
+            # so while it exists the node is alive whatever this node's TTL says.
+            if await asyncio.wait_for(self.redis.exists(node_key(node)), self.timeout_s):
                 continue
             if not await asyncio.wait_for(self.redis.zrem(NODES, node), self.timeout_s):
                 continue  # another node claimed it
