@@ -204,3 +204,20 @@ async def test_readyz_turns_unready_when_its_redis_dies(redis: Redis) -> None:
                 server.wait()
             if node is not None:
                 node.stop()
+
+
+async def test_the_grafana_dashboard_only_charts_metrics_a_node_exports(
+    onode: ServiceProcess,
+) -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exported = {
+        line.split()[2]
+        for line in (await scrape(onode.port)).splitlines()
+        if line.startswith("# TYPE")
+    }
+    suffixes = ("_total", "_bucket", "_sum", "_count")
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"\bmm_rt_[a-z_]+", target["expr"]):
+                base = next((name[: -len(s)] for s in suffixes if name.endswith(s)), name)
+                assert base in exported or name in exported, (panel["title"], name)
