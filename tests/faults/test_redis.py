@@ -1,4 +1,4 @@
-"""Redis killed and restarted from its AOF, and Redis wiped: nodes resume by themselves (P1, P3).
+"""Redis killed and restarted from its AOF, and wiped: nodes resume by themselves (P1, P3, P7).
 
 Redis carries only routes, delivery streams and caches: while it is down, sends still commit
 and ack (PostgreSQL is up), live delivery between nodes pauses, and recipients get the
@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 import asyncpg
 import pytest
 
-from tests.faults.conftest import Cluster, World
+from tests.faults.conftest import NODE_ENV, Cluster, World
 from tests.faults.harness import check
 from tests.faults.results import record
 from tests.faults.services import PrivateServices
+from tests.faults.wsclient import Recorder
 from tests.support import TICK
 
 
@@ -78,3 +80,52 @@ async def test_redis_lost_and_back_loses_nothing_and_live_delivery_resumes(
     assert not verdict.problems, f"{verdict.problems} ({verdict.summary()})"
     assert verdict.acked == verdict.attempted == verdict.stored
     assert acked_while_down > 0
+
+
+async def test_presence_reconverges_within_one_heartbeat_ttl_after_redis_is_wiped(
+    cluster: Cluster, world: World, private: PrivateServices
+) -> None:
+    """P7: presence lives in Redis only; after a wipe the heartbeats rebuild it by themselves."""
+    a, b = cluster.node("a"), cluster.node("b")
+    alice, bob = await world.user(), await world.user()
+    await world.conversation(alice, bob)
+    asker = await Recorder.open(cluster.url(a), world.make_token(alice))
+    target = await Recorder.open(cluster.url(b), world.make_token(bob))
+    ttl = float(NODE_ENV["MM_PRESENCE_TTL_S"])
+    queries = iter(range(10_000))
+
+    async def state() -> str:
+        rid = f"p{next(queries)}"
+        await asker.send(type="presence", users=[bob], rid=rid)
+        answer = [f for _, f in asker.frames if f.get("rid") == rid]
+        async with asyncio.timeout(100 * TICK):
+            while not answer:
+                await asyncio.sleep(TICK / 5)
+                answer = [f for _, f in asker.frames if f.get("rid") == rid]
+        frame = answer[0]
+        return str(frame["code"] if frame["type"] == "error" else frame["users"][0]["state"])
+
+    try:
+        assert await state() == "online"
+        private.wipe_redis()
+        assert await state() == "unavailable"  # retryable: Redis cannot be read
+        private.start_redis()
+        back_at = time.monotonic()
+        seen: list[str] = []
+        while time.monotonic() - back_at < 2 * ttl:
+            seen.append(await state())
+            if seen[-1] == "online":
+                break
+            await asyncio.sleep(2 * TICK)
+        converged = time.monotonic() - back_at
+    finally:
+        await asker.close()
+        await target.close()
+    record(
+        "presence[redis wiped]",
+        converged_after_s=round(converged, 2),
+        ttl_s=ttl,
+        states=dict(Counter(seen)),
+    )
+    assert seen and seen[-1] == "online", seen
+    assert converged <= ttl + 10 * TICK, f"presence took {converged:.1f}s (ttl {ttl}s)"
