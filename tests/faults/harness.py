@@ -333,15 +333,28 @@ class Workload:
         """Stop new sends, let every outbox drain, then sync every peer to the head."""
         for p in self.peers:
             p.sending = False
-        async with asyncio.timeout(timeout):
-            while any(p.outbox for p in self.peers if p.terminal is None):
-                await asyncio.sleep(TICK)
-            for p in self.peers:
-                await p.connected.wait()
-                p.want_sync.set()
-            for p in self.peers:
-                while p.want_sync.is_set() or not p.synced.is_set():
+        try:
+            async with asyncio.timeout(timeout):
+                while any(p.outbox for p in self.peers if p.terminal is None):
                     await asyncio.sleep(TICK)
+                for p in self.peers:
+                    await p.connected.wait()
+                    p.want_sync.set()
+                for p in self.peers:
+                    while p.want_sync.is_set() or not p.synced.is_set():
+                        await asyncio.sleep(TICK)
+        except TimeoutError:
+            stuck = {
+                p.user: {
+                    "outbox": [(op.cmid, op.outcomes[-3:]) for op in list(p.outbox.values())[:3]],
+                    "connected": p.connected.is_set(),
+                    "synced": p.synced.is_set(),
+                    "terminal": p.terminal,
+                }
+                for p in self.peers
+                if p.outbox or not p.synced.is_set()
+            }
+            raise AssertionError(f"the system did not recover in {timeout}s: {stuck}") from None
 
     async def close(self) -> None:
         self.stop.set()
