@@ -37,6 +37,7 @@ ABUSE_CLOSES = {
     1007: "invalid UTF-8 in a text frame",
     1009: "message over max_frame_bytes",
     Close.PROTOCOL_VIOLATION: "binary frame",
+    Close.BAD_TOKEN: "an auth frame (a refresh) with a token that does not verify",
 }
 
 
@@ -101,6 +102,10 @@ def frames(cid: int) -> st.SearchStrategy[Frame]:
         st.text(max_size=200),
         big.map(lambda digits: f'{{"type":"read","cid":{digits},"seq":1}}'),
         deep,
+        st.text(min_size=1, max_size=60).map(lambda t: json.dumps({"type": "auth", "token": t})),
+        st.integers(min_value=990, max_value=1010).map(
+            lambda n: json.dumps({"type": "sync", "convs": {str(i + 1): 0 for i in range(n)}})
+        ),
         # Escapes JSON allows but PostgreSQL text does not: lone surrogates, NUL.
         st.sampled_from(["\\ud800", "\\udfff", "a\\ud83d", "\\u0000"]).map(
             lambda body: (
@@ -109,7 +114,7 @@ def frames(cid: int) -> st.SearchStrategy[Frame]:
         ),
     )
     return st.one_of(
-        texts.map(lambda t: Frame("text", t)),
+        texts.map(lambda t: Frame("text", t, abuse=_text_abuse(t))),
         st.binary(min_size=1, max_size=64).map(
             lambda b: Frame("bytes_as_text", b, abuse=_utf8_abuse(b))
         ),
@@ -126,6 +131,15 @@ def frames(cid: int) -> st.SearchStrategy[Frame]:
     )
 
 
+def _text_abuse(text: str) -> int | None:
+    """A well-formed ``auth`` frame is a token refresh: a fuzzed token closes with 4100."""
+    try:
+        frame = wire.client_decoder.decode(text)
+    except msgspec.MsgspecError:
+        return None
+    return Close.BAD_TOKEN if isinstance(frame, wire.Auth) else None
+
+
 def _utf8_abuse(data: bytes) -> int | None:
     try:
         data.decode()
@@ -137,7 +151,8 @@ def _utf8_abuse(data: bytes) -> int | None:
 def _fragmented(args: tuple[str, int]) -> Frame:
     text, parts = args
     size = max(1, len(text) // parts)
-    return Frame("fragments", [text[i : i + size] for i in range(0, len(text), size)] or [text])
+    pieces = [text[i : i + size] for i in range(0, len(text), size)] or [text]
+    return Frame("fragments", pieces, abuse=_text_abuse(text))
 
 
 async def _put(c: Client, frame: Frame) -> None:
