@@ -112,9 +112,15 @@ class PrivateServices:
         return [postmaster, *children]
 
     def pause_postgres(self) -> None:
-        """SIGSTOP the whole cluster: connections hang instead of failing."""
+        """SIGSTOP the whole cluster: connections hang instead of failing.
+
+        The postmaster first, so it forks no new backend while its children are being stopped
+        (a backend forked in between would keep serving a connection through the "pause").
+        """
         self.paused = True
-        for pid in self.postgres_pids():
+        postmaster, *_ = self.postgres_pids()
+        os.kill(postmaster, signal.SIGSTOP)
+        for pid in self.postgres_pids()[1:]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
 
