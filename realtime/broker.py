@@ -3,11 +3,15 @@
 Owns cross-node delivery. Routes say which nodes hold a user's sockets: a sorted set per user
 (``mm:user:<id>:routes``, node id scored by the time the entry expires), refreshed by this
 node's heartbeat, so a dead node's routes expire by themselves. :meth:`RedisBroker.publish`
-never awaits: deliveries queue and one publisher task sends everything queued in the same loop
-tick as ONE pipelined round trip; a Lua script per delivery reads the recipients' routes and
-XADDs one entry (recipient ids + the frame, encoded once) to each other node's stream. Each node
-reads its own stream with XREAD BLOCK from its last id, trims what it has read, and on a lost
-connection backs off, reconnects and resumes from the same id.
+never awaits: deliveries queue and one publisher task sends everything queued since its last
+round trip together. It costs one script call per tick, whatever the number of deliveries: the
+routes script reads the routes of every distinct recipient of the tick at once and answers only
+for users with a route on another node. When all of them are here (the common case on one node)
+that is all; otherwise one more script call XADDs one entry per delivery and other node
+(recipient ids + the frame, encoded once). The routes are read after the commit, as before, so a
+user whose route was announced before a message committed gets it live. Each node reads its own
+stream with XREAD BLOCK from its last id, trims what it has read, and on a lost connection backs
+off, reconnects and resumes from the same id.
 
 Exceptions: nothing above this module catches a redis exception type; Redis failures become
 :class:`BrokerUnavailable` (for calls whose caller decides) or are logged and retried (the
@@ -36,25 +40,28 @@ STREAM_MAXLEN: Final = 100_000
 MAX_PENDING: Final = 200_000
 _FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 
-# KEYS: route sets of the recipients. ARGV: now, own node id, stream key prefix and suffix,
-# maxlen, frame, then one user id per key. One XADD per other node hosting any recipient.
-FANOUT_LUA: Final = """
-local now, me, pre, post, maxlen, frame = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local targets, order = {}, {}
+# KEYS: the route sets of every distinct recipient of a tick. ARGV: now, own node id.
+# Answers a flat list (key index, comma-joined other nodes) for the keys with another node only.
+ROUTES_LUA: Final = """
+local now, me, out = ARGV[1], ARGV[2], {}
 for i, key in ipairs(KEYS) do
+  local others = {}
   for _, node in ipairs(redis.call('ZRANGE', key, now, '+inf', 'BYSCORE')) do
-    if node ~= me then
-      if targets[node] == nil then targets[node] = {}; order[#order + 1] = node end
-      local t = targets[node]
-      t[#t + 1] = ARGV[6 + i]
-    end
+    if node ~= me then others[#others + 1] = node end
   end
+  if #others > 0 then out[#out + 1] = i; out[#out + 1] = table.concat(others, ',') end
 end
-for _, node in ipairs(order) do
-  redis.call('XADD', pre .. node .. post, 'MAXLEN', '~', maxlen, '*',
-             'u', table.concat(targets[node], ','), 'f', frame)
+return out
+"""
+
+# KEYS: delivery streams. ARGV: maxlen, then (stream index, recipient ids, frame) per entry.
+XADD_LUA: Final = """
+local maxlen = ARGV[1]
+for i = 2, #ARGV, 3 do
+  redis.call('XADD', KEYS[tonumber(ARGV[i])], 'MAXLEN', '~', maxlen, '*',
+             'u', ARGV[i + 1], 'f', ARGV[i + 2])
 end
-return #order
+return (#ARGV - 1) / 3
 """
 
 
@@ -122,7 +129,8 @@ class RedisBroker:
             socket_connect_timeout=timeout_s,
             client_name=f"rt:{node_id}:reader",
         )
-        self._script = self.redis.register_script(FANOUT_LUA)
+        self._routes = self.redis.register_script(ROUTES_LUA)
+        self._xadd = self.redis.register_script(XADD_LUA)
         self._pending: list[tuple[Sequence[int], bytes]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -238,15 +246,29 @@ class RedisBroker:
                 backoff = min(backoff * 2, 2.0)
 
     async def _publish(self, batch: list[tuple[Sequence[int], bytes]]) -> None:
-        now = str(time.time())
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for users, data in batch:
-                await self._script(
-                    keys=[route_key(u) for u in users],
-                    args=[now, self.node_id, self._pre, self._post, STREAM_MAXLEN, data, *users],
-                    client=pipe,
-                )
-            await pipe.execute()
+        # Phase 1: the routes of every distinct recipient of the batch, in one script call.
+        users = list(dict.fromkeys(u for recipients, _ in batch for u in recipients))
+        reply = await self._routes(
+            keys=[route_key(u) for u in users], args=[str(time.time()), self.node_id]
+        )
+        if not reply:
+            return  # every recipient is here (or nowhere): the hub has served them already
+        elsewhere: dict[int, list[bytes]] = {}
+        for i in range(0, len(reply), 2):
+            elsewhere[users[int(reply[i]) - 1]] = reply[i + 1].split(b",")
+        # Phase 2: per delivery, one entry for each other node hosting any of its recipients.
+        streams: dict[bytes, int] = {}
+        args: list[bytes | int] = [STREAM_MAXLEN]
+        for recipients, data in batch:
+            targets: dict[bytes, list[str]] = {}
+            for user in recipients:
+                for node in elsewhere.get(user, ()):
+                    targets.setdefault(node, []).append(str(user))
+            for node, ids in targets.items():
+                index = streams.setdefault(node, len(streams) + 1)
+                args += (index, ",".join(ids).encode(), data)
+        keys = [f"{self._pre}{node.decode()}{self._post}" for node in streams]
+        await self._xadd(keys=keys, args=args)
 
     async def _read_loop(self) -> None:
         backoff, last_trim = 0.05, 0.0

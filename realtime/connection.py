@@ -4,9 +4,13 @@ Owns one socket's I/O: it reads frames into the :class:`~realtime.protocol.Proto
 the actions the protocol asks for through the :class:`~realtime.node.Node` (auth, membership
 refresh and sync are awaited in order; sends and reads are queued to the batch writer without
 awaiting), writes the frames it produces, and runs its one timer (auth timeout, reauth notice,
-token lapse) as a loop callback, not a task. Writes never await: the encoded frame goes straight
-to the transport as ``websockets.broadcast`` does, and a socket whose transport buffer is past
-the high-water mark is closed with :data:`Close.SLOW_CONSUMER`.
+token lapse) as a loop callback, not a task. Writes never await: every frame written to a socket
+in one loop tick is framed here (an unmasked server text frame is a 2-10 byte header and the
+payload) and queued, and one loop callback writes them all with a single ``transport.write``
+(acks and deliveries of a batch then cost one syscall per socket, not one per frame). A socket
+whose transport buffer plus queue is past the high-water mark is closed with
+:data:`Close.SLOW_CONSUMER`. With a negotiated extension (deflate) frames go through
+``websockets.broadcast`` instead, one by one.
 
 It decides nothing about what a frame means (the protocol does).
 """
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 import time
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,6 +29,7 @@ from websockets.asyncio.connection import broadcast
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from common.codes import Close, Err
 from realtime.domain import ReadOutcome, SendOutcome
@@ -47,6 +53,22 @@ log = logging.getLogger("realtime.connection")
 
 #: Query parameters that would carry a credential (refused: URLs land in logs and histories).
 _TOKEN_PARAMS = frozenset({"token", "access_token", "jwt", "auth", "authorization", "bearer"})
+
+
+#: Headers of unmasked, unfragmented server text frames (RFC 6455 section 5.2) by length class.
+_SHORT = [bytes((0x81, n)) for n in range(126)]
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+
+def text_frame(data: bytes) -> bytes:
+    """The header of a server text frame carrying ``data`` (server frames are not masked)."""
+    n = len(data)
+    if n < 126:
+        return _SHORT[n]
+    if n < 65536:
+        return _MEDIUM.pack(0x81, 126, n)
+    return _LONG.pack(0x81, 127, n)
 
 
 def token_in_query(path: str) -> bool:
@@ -85,6 +107,12 @@ class Connection:
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        #: Headers and payloads queued this loop tick, and their size (see :meth:`write`).
+        self._queue: list[bytes] = []
+        self._queued = 0
+        #: No extension negotiated: frames can be built here rather than by websockets.
+        self._plain = not ws.protocol.extensions
 
     # -- the read loop -----------------------------------------------------------------------
 
@@ -242,15 +270,37 @@ class Connection:
     # -- writing and closing -----------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue one encoded text frame on the transport; never awaits (see module docstring)."""
+        """Queue one encoded text frame for this tick's single write; never awaits."""
         if self.closing:
             return
-        transport = self.ws.transport
-        if transport.get_write_buffer_size() > self.node.high_water:
+        self._queued += len(data)
+        if self.ws.transport.get_write_buffer_size() + self._queued > self.node.high_water:
             self.node.slow_consumer_closes += 1
+            self._queue, self._queued = [], 0
             self.close(Close.SLOW_CONSUMER, "slow consumer")
             return
-        broadcast((self.ws,), data, text=True)
+        queue = self._queue
+        if not queue:
+            self._loop.call_soon(self._write_queued)
+        queue.append(text_frame(data))
+        queue.append(data)
+
+    def _write_queued(self) -> None:
+        """Write what this tick queued: whole frames, in order, while the socket is OPEN."""
+        queue, self._queue, self._queued = self._queue, [], 0
+        if not queue or self.ws.protocol.state is not State.OPEN:
+            return
+        if not self._plain:
+            for data in queue[1::2]:
+                broadcast((self.ws,), data, text=True)
+            return
+        try:
+            self.ws.transport.write(b"".join(queue))
+        except Exception as exc:  # as broadcast: a failed write is the reader's problem
+            log.warning(
+                "write failed",
+                extra={"conn": self.session, "user": self.user_id, "error": type(exc).__name__},
+            )
 
     def close(self, code: int, reason: str) -> None:
         """Close from outside the read loop (slow consumer, shutdown, safety events)."""
@@ -262,6 +312,8 @@ class Connection:
     def _start_close(self, code: int, reason: str) -> None:
         if self.closing:
             return
+        # Frames queued before the close (an error that explains it) go out before the close frame.
+        self._write_queued()
         self.closing = True
         if self._timer is not None:
             self._timer.cancel()
