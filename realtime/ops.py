@@ -51,6 +51,9 @@ def respond(status: http.HTTPStatus, body: bytes, content_type: str) -> Response
             "Content-Type": content_type,
             "Content-Length": str(len(body)),
             "Cache-Control": "no-store",
+            # websockets closes the TCP connection after a handshake-hook response; saying so
+            # stops keep-alive clients (httpx, Prometheus) from reusing a dead connection.
+            "Connection": "close",
         }
     )
     return Response(status.value, status.phrase, headers, body)
