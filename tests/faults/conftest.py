@@ -30,6 +30,8 @@ NODE_ENV = {
     "MM_RATE_BURST": "2000",
     "MM_MAX_CONNECTIONS_PER_USER": "8",
     "MM_PRESENCE_TTL_S": str(60 * TICK),
+    # A SIGTERM drain waits out pending presence graces; tests need no 5 s default.
+    "MM_PRESENCE_GRACE_S": str(20 * TICK),
     # Every Redis/PostgreSQL call gives up quickly, so an outage turns into refusals fast.
     "MM_REALTIME_IO_TIMEOUT_S": str(10 * TICK),
     "MM_LOG_LEVEL": "WARNING",

@@ -35,6 +35,8 @@ NODE_ENV = {
     "MM_SYNC_PAGE_SIZE": "5",
     "MM_MAX_BODY_CHARS": "4000",
     "MM_PRESENCE_TTL_S": "10",
+    # A SIGTERM drain waits out pending presence graces; tests need no 5 s default.
+    "MM_PRESENCE_GRACE_S": str(20 * TICK),
     "MM_LOG_LEVEL": "WARNING",
 }
 WAIT = 40 * TICK
