@@ -11,7 +11,7 @@ export MM_REDIS_URL ?= redis://127.0.0.1:$(MM_DEV_REDIS_PORT)/0
 API_URL = http://$${MM_API_HOST:-127.0.0.1}:$${MM_API_PORT:-8000}
 WS_URL = ws://$${MM_REALTIME_HOST:-127.0.0.1}:$${MM_REALTIME_PORT:-8765}
 
-.PHONY: install services migrate seed run test lint format types stop bench loadtest clean-data browser
+.PHONY: install services migrate seed run test lint format types stop bench loadtest browser
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import ensurepip, venv' 2>/dev/null || { \
@@ -53,10 +53,12 @@ browser:
 test: install services browser
 	$(BIN)/pytest
 
-lint: install
+types: install
+	$(BIN)/mypy .
+
+lint: types
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
 	$(BIN)/bandit -c pyproject.toml -r api common realtime loadtest -q
 
 format: install
