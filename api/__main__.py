@@ -15,7 +15,10 @@ def main() -> None:
         port=settings.api_port,
         loop="uvloop",
         http="httptools",
-        proxy_headers=False,
+        # Client addresses (login throttling is per IP) come from X-Forwarded-For only when the
+        # peer is one of these proxies; anyone else's header is ignored.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         access_log=False,
         log_config=None,
     )

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     rank_weight_trust: Annotated[float, Field(ge=0, le=100)] = 5.0
 
     # HTTP API
+    # Proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDRs, uvicorn's syntax).
+    forwarded_allow_ips: str = "127.0.0.1"
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     allowed_origins: Annotated[list[str], NoDecode] = Field(
