@@ -18,9 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import secrets
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,6 +51,8 @@ from common.settings import Settings
 VERIFY_EMAIL, RESET_PASSWORD = "verify_email", "reset_password"
 #: How long an address that logged in successfully stays exempt from the per-account budget.
 KNOWN_ADDRESS_TTL_S = 30 * 24 * 3600
+
+log = logging.getLogger("api.accounts")
 
 
 def _now() -> dt.datetime:
@@ -177,9 +181,17 @@ async def bump_token_version(session: AsyncSession, user: User) -> int:
 
 
 async def announce_token_version(redis: Redis, user_id: int, version: int) -> None:
-    """After the commit: update the realtime nodes' cache and tell them to close old sockets."""
-    await set_token_version(redis, user_id, version)
-    await publish(redis, TokenBump(user=user_id, version=version))
+    """After the commit: update the realtime nodes' cache and tell them to close old sockets.
+
+    A Redis failure is logged, not raised: the change is committed, and realtime nodes take the
+    token version from PostgreSQL whenever it answers (the Redis copy is only their fallback),
+    so a stale copy cannot lock the user out. Open sockets then close at their token's expiry.
+    """
+    try:
+        await set_token_version(redis, user_id, version)
+        await publish(redis, TokenBump(user=user_id, version=version))
+    except (RedisError, OSError) as exc:
+        log.warning("token version not announced", extra={"user": user_id, "error": str(exc)})
 
 
 # Email verification ------------------------------------------------------------------------
