@@ -1,13 +1,19 @@
 """Group-commit persistence of sends and read receipts (asyncpg, one transaction per batch).
 
-Owns the write path to PostgreSQL. Requests queue without awaiting; one flusher task commits
-them in batches of up to ``batch_max``: while one flush is in flight the next batch fills. Per
-batch, one transaction locks the batch's conversation rows in id order (two nodes never
-deadlock), reads which ``(sender_id, cmid)`` already exist (resends get their original place; a
-different body is a conflict), numbers only the new messages with the next ``seq`` values,
-inserts them with one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``, advances
-``last_seq``, bumps the other members' unread counters and applies read receipts. Outcomes are
-handed to ``on_done`` only after the commit: that is what makes an ack mean "durable".
+Owns the write path to PostgreSQL. Requests queue without awaiting, each on the lane of its
+conversation (``cid % flushers``); one flusher task per lane (two by default) commits its lane in
+batches of up to ``batch_max``: while a flush is in flight the next batch fills. The lanes share
+no conversation, so their transactions never wait on each other's row locks and their round
+trips and commits (fsync) overlap, as does the node's work on one batch (arrays before, acks and
+fan-out after) with the other's; one conversation's batches still commit, and are reported, in
+order. Each flusher keeps its pooled connection between batches (no acquire and no reset query
+per batch) and gives it back after any failure. Per batch,
+one transaction locks the batch's conversation rows in id order (two nodes never deadlock),
+reads which ``(sender_id, cmid)`` already exist (resends get their original place; a different
+body is a conflict), numbers only the new messages with the next ``seq`` values, inserts them
+with one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``, advances ``last_seq``,
+bumps the other members' unread counters and applies read receipts. Outcomes are handed to
+``on_done`` only after the commit: that is what makes an ack mean "durable".
 
 It must not deliver or encode frames (the node does) and never lets an asyncpg exception out.
 """
@@ -21,7 +27,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeAlias
 
 import asyncpg
 
@@ -43,12 +49,16 @@ LOCK_SQL: Final = """
 SELECT id, last_seq, closed_at IS NOT NULL FROM conversations
 WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
 """
+# LATERAL ... LIMIT 1 (unique anyway; it keeps the subquery from being flattened): one probe of
+# the (sender_id, cmid) index per key. A plain join let the planner hash the whole messages
+# table (measured: 37 ms for 780 keys at 57k rows, growing with the table; 2.7 ms this way).
 EXISTING_SQL: Final = """
 SELECT m.sender_id, m.cmid, m.conversation_id, m.seq, m.id, m.body, m.kind,
        (extract(epoch FROM m.created_at) * 1000)::bigint
-FROM messages m
-JOIN unnest($1::bigint[], $2::text[]) AS k(sender, cmid)
-  ON m.sender_id = k.sender AND m.cmid = k.cmid
+FROM unnest($1::bigint[], $2::text[]) AS k(sender, cmid)
+CROSS JOIN LATERAL (
+    SELECT * FROM messages x WHERE x.sender_id = k.sender AND x.cmid = k.cmid LIMIT 1
+) m
 """
 INSERT_SQL: Final = """
 INSERT INTO messages (conversation_id, seq, sender_id, cmid, body, kind)
@@ -113,8 +123,11 @@ class _Plan:
     same_as: dict[int, int] = field(default_factory=dict)
 
 
+Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+
+
 class BatchWriter:
-    """Queue sends and reads; a single flusher commits them in batches and reports outcomes."""
+    """Queue sends and reads; flusher tasks commit them in batches and report outcomes."""
 
     def __init__(
         self,
@@ -124,63 +137,83 @@ class BatchWriter:
         timeout_s: float,
         on_done: Callable[[list[Outcome]], None],
         max_queue: int = 50_000,
+        flushers: int = 2,
     ) -> None:
         self.pool, self.batch_max, self.timeout_s = pool, batch_max, timeout_s
-        self.on_done, self.max_queue = on_done, max_queue
-        self._queue: list[Item] = []
-        self._wake = asyncio.Event()
+        self.on_done, self.max_queue, self.flushers = on_done, max_queue, flushers
+        self._queues: list[list[Item]] = [[] for _ in range(flushers)]
+        self._wakes = [asyncio.Event() for _ in range(flushers)]
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._flushing = 0
+        #: Connections kept between batches (at most one per flusher).
+        self._held: list[Connection] = []
         self.batches = 0
         self.last_flush_s = 0.0
         self.committed = 0
 
     def submit(self, request: SendRequest | ReadRequest, reply: Replier) -> None:
         """Queue without awaiting; the outcome reaches ``on_done`` after the commit."""
-        if len(self._queue) >= self.max_queue:
+        if self.pending >= self.max_queue:
             self.on_done([_failed((request, reply), Err.RATE_LIMITED)])
             return
-        self._queue.append((request, reply))
+        lane = request.cid % self.flushers
+        self._queues[lane].append((request, reply))
         self._idle.clear()
-        self._wake.set()
+        self._wakes[lane].set()
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return sum(map(len, self._queues))
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="batch-writer")
+        self._tasks = [
+            asyncio.create_task(self._run(i), name=f"batch-writer-{i}")
+            for i in range(self.flushers)
+        ]
 
     async def stop(self, drain_timeout_s: float) -> None:
-        """Let queued requests commit (bounded by ``drain_timeout_s``), then stop the flusher."""
-        if self._task is not None and not self._task.done():
+        """Let queued requests commit (bounded by ``drain_timeout_s``), then stop the flushers."""
+        if any(not task.done() for task in self._tasks):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), drain_timeout_s)
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._queue:
-            # The flusher is gone: these were never stored, the clients resend after reconnecting.
-            leftovers, self._queue = self._queue, []
+                await task
+        self._tasks = []
+        held, self._held = self._held, []
+        for con in held:
+            await self._release(con)
+        leftovers = [item for queue in self._queues for item in queue]
+        if leftovers:
+            # The flushers are gone: these were never stored, the clients resend after reconnecting.
+            self._queues = [[] for _ in range(self.flushers)]
             self.on_done([_failed(item, Err.DB_UNAVAILABLE) for item in leftovers])
 
-    async def _run(self) -> None:
+    async def _run(self, lane: int) -> None:
+        wake = self._wakes[lane]
         while True:
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-            batch = self._queue[: self.batch_max]
-            del self._queue[: self.batch_max]
+            queue = self._queues[lane]
+            if not queue:
+                wake.clear()
+                await wake.wait()
+                continue
+            batch = queue[: self.batch_max]
+            del queue[: self.batch_max]
+            self._flushing += 1
             started = time.perf_counter()
-            outcomes = await self.flush(batch)
+            try:
+                outcomes = await self.flush(batch)
+            finally:
+                self._flushing -= 1
             # Read by on_done (the metrics hook) for the batch it is handed.
             self.last_flush_s = time.perf_counter() - started
             failpoints.hit("after_commit_before_fanout")
             self.batches += 1
-            if not self._queue:
+            if not self._flushing and not self.pending:
                 self._idle.set()
             try:
                 self.on_done(outcomes)
@@ -217,29 +250,29 @@ class BatchWriter:
         sends = [(i, r) for i, (r, _) in enumerate(batch) if isinstance(r, SendRequest)]
         reads = [(i, r) for i, (r, _) in enumerate(batch) if isinstance(r, ReadRequest)]
         cids = sorted({r.cid for r, _ in batch})
-        con = await self.pool.acquire(timeout=self.timeout_s)
+        con = self._held.pop() if self._held else None
+        if con is None or con.is_closed():
+            if con is not None:
+                await self._release(con)
+            con = await self.pool.acquire(timeout=self.timeout_s)
+        committing = False
         try:
-            committing = False
-            try:
-                async with con.transaction():
-                    locked = {row[0]: [row[1], row[2]] for row in await con.fetch(LOCK_SQL, cids)}
-                    if sends:
-                        await self._write_sends(con, batch, sends, locked, plan)
-                    if reads:
-                        await self._write_reads(con, batch, reads, locked, plan)
-                    failpoints.hit("before_commit")
-                    committing = True
-            except UNAVAILABLE_ERRORS as exc:
-                if committing:
-                    raise _CommitUnknown(type(exc).__name__) from exc
-                raise
-        finally:
-            # The outcome is decided above; a failed release (the connection died and asyncpg
+            async with con.transaction():
+                locked = {row[0]: [row[1], row[2]] for row in await con.fetch(LOCK_SQL, cids)}
+                if sends:
+                    await self._write_sends(con, batch, sends, locked, plan)
+                if reads:
+                    await self._write_reads(con, batch, reads, locked, plan)
+                failpoints.hit("before_commit")
+                committing = True
+        except BaseException as exc:
+            # The outcome is decided here; a failed release (the connection died and asyncpg
             # already dropped it) must not turn acks or "unknown" into "nothing stored".
-            try:
-                await self.pool.release(con)
-            except Exception as exc:
-                log.warning("connection release failed", extra={"error": type(exc).__name__})
+            await self._release(con)
+            if committing and isinstance(exc, UNAVAILABLE_ERRORS):
+                raise _CommitUnknown(type(exc).__name__) from exc
+            raise
+        self._held.append(con)
         self.committed += len(plan.new)
         for index, first in plan.same_as.items():
             original = plan.outcomes[first]
@@ -250,9 +283,15 @@ class BatchWriter:
             plan.outcomes[index] = SendOutcome(request, reply, stored)
         return [plan.outcomes[i] for i in range(len(batch))]
 
+    async def _release(self, con: Connection) -> None:
+        try:
+            await self.pool.release(con)
+        except Exception as exc:
+            log.warning("connection release failed", extra={"error": type(exc).__name__})
+
     async def _write_sends(
         self,
-        con: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+        con: Connection,
         batch: list[Item],
         sends: list[tuple[int, SendRequest]],
         locked: dict[int, list[int]],
@@ -322,7 +361,7 @@ class BatchWriter:
 
     async def _write_reads(
         self,
-        con: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+        con: Connection,
         batch: list[Item],
         reads: list[tuple[int, ReadRequest]],
         locked: dict[int, list[int]],
