@@ -111,12 +111,14 @@ class Node:
             state, db_up = None, False
         if db_up and (state is None or state.disabled):
             return Close.ACCOUNT_DISABLED
-        if version is None:
-            if state is None:
-                return Close.UNAVAILABLE
+        if state is not None:
+            # PostgreSQL is the truth; the Redis copy is only the fallback while it is down (a
+            # copy left stale by a failed announcement must not lock the user out).
+            if redis_up and version != state.token_version:
+                await self.broker.cache_token_version(user, state.token_version)
             version = state.token_version
-            if redis_up:
-                await self.broker.cache_token_version(user, version)
+        elif version is None:
+            return Close.UNAVAILABLE
         if claims.token_version != version:
             return Close.REVOKED
         memberships = await self.memberships(user) if db_up else None

@@ -1,15 +1,18 @@
 """The realtime node's composition root: builds every part from settings, serves, shuts down.
 
 Builds, in order: the key set (public keys only), the asyncpg pool (lazy, so the node starts
-with PostgreSQL down), the store and batch writer, the hub, the Redis broker and the node that
-ties them together; then serves WebSockets (uvloop, ``websockets``) with plain HTTP routes
-answered in the handshake hook. Every background task is owned by a part that cancels and
-awaits it; shutdown goes the other way: flush the batch writer, close sockets with
-``GOING_AWAY``, stop the broker, close the pool.
+with PostgreSQL down), the store and batch writer, the hub, the Redis broker, presence, the
+safety-events consumer, the moderation filter, the ops routes and the node that ties them
+together; then serves WebSockets (uvloop, ``websockets``) with ``/healthz``, ``/readyz`` and
+``/metrics`` answered in the handshake hook. Every background task is owned by a part that
+cancels and awaits it. SIGTERM drains, bounded by ``MM_REALTIME_DRAIN_S``: mark the node
+unready, close every socket with 1012 (reconnect elsewhere; this also stops accepting), flush
+the batch writer (sends in flight are committed; their clients settle them by resending the
+same ``cmid``), settle pending presence graces, then stop the safety consumer, withdraw routes
+and the node's heartbeat, and close the pool.
 
-Seams for the next issue: ``/readyz`` and ``/metrics`` go into :func:`process_request`; the
-safety events consumer, presence and the SIGTERM drain plug into :class:`Services`. This module
-must not import FastAPI, SQLAlchemy or ``common.models`` (a test checks ``sys.modules``).
+This module must not import FastAPI, SQLAlchemy or ``common.models`` (a test checks
+``sys.modules``).
 """
 
 from __future__ import annotations
