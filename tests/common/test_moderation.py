@@ -9,6 +9,7 @@ from common.moderation import (
     Matcher,
     Rule,
     Verdict,
+    _required_prefix,
     bench,
     compile_rules,
     fold,
@@ -158,6 +159,38 @@ def test_fold_forms() -> None:
     assert tokens == ["hello", "world", "im", "sam"]
     assert not spaced
     assert fold("x f u c k")[3]
+
+
+def test_required_prefix_is_conservative() -> None:
+    assert _required_prefix(r"kill\s+yourself") == "kill"
+    assert _required_prefix(r"abcd\w*ing") == "abcd"
+    assert _required_prefix("abcd*") == "abc"  # the quantified 'd' may be absent
+    assert _required_prefix("abcd?x") == "abc"
+    assert _required_prefix("abcd{0,2}") == "abc"
+    assert _required_prefix("abc*") is None  # too short to be worth testing
+    assert _required_prefix("kill|stab") is None  # an alternative bypasses the prefix
+    assert _required_prefix(r"Only\s*Fans") is None  # matched case-insensitively
+    assert _required_prefix(r"\bkill") is None
+    assert _required_prefix(r"(?:kill)") is None
+
+
+def test_regex_prefix_precheck_skips_only_texts_that_cannot_match() -> None:
+    rows = [
+        (r"kill\s+yourself", True, "harassment", 5, "reject"),
+        (r"onlyf\w*ns", True, "solicitation", 3, "warn"),
+    ]
+    with_prefixes = compile_rules(rows)
+    assert with_prefixes.regex_prefixes == ("kill", "onlyf")
+    # One rule without a known prefix: every text is scanned, as before.
+    scanned = compile_rules([*rows, (r"\bstab\w*", True, "harassment", 4, "reject")])
+    assert scanned.regex_prefixes is None
+    too_many = compile_rules([(f"word{i}x", True, "spam", 1, "warn") for i in range(17)])
+    assert too_many.regex_prefixes is None
+    for text in ("KILL   yourself now", "my onlyfans", "skillful", "only fans", "hello there"):
+        assert with_prefixes.check(text) == scanned.check(text)
+    assert with_prefixes.check("KILL   yourself now").action == "reject"
+    assert with_prefixes.check("ONLYFANS link in bio").category == "solicitation"
+    assert with_prefixes.check("skillful killer") == ALLOW
 
 
 def test_bench_runs_and_reports_microseconds() -> None:
