@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -122,9 +123,33 @@ def _psql(sql: str, database: str = "postgres") -> str:
     return result.stdout.strip()
 
 
+def _reachable_by_postgres(path: Path) -> bool:
+    """Whether the ``postgres`` user can reach ``path`` (or, if missing, its nearest ancestor)."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    command = ["runuser", "-u", "postgres", "--", "test", "-x", str(probe)]
+    return subprocess.run(command, check=False).returncode == 0
+
+
+def _locate_postgres() -> None:
+    """As root, PostgreSQL runs as ``postgres``, which cannot enter a checkout under a private
+    folder such as ``/root``: its files then go to a folder of their own in the ``postgres``
+    user's home (not world-writable; named after the checkout, so the next run finds the same
+    data)."""
+    global PG_DIR, PG_RUN
+    if os.geteuid() != 0 or _reachable_by_postgres(PG_DIR.parent):
+        return
+    digest = hashlib.sha256(str(PG_DIR).encode()).hexdigest()[:12]
+    base = Path(pwd.getpwnam("postgres").pw_dir) / f"mergemeet-{digest}"
+    PG_DIR, PG_RUN = base / "pg", base / "pg-run"
+    _log(f"the postgres user cannot reach {DATA}; PostgreSQL's files are in {base}")
+
+
 def start_postgres() -> None:
     bin_dir = _pg_bin()
     assert bin_dir is not None
+    _locate_postgres()
     uid, gid = _owner_ids()
     for folder in (DATA, PG_RUN):
         folder.mkdir(parents=True, exist_ok=True)
@@ -227,6 +252,8 @@ def start_redis() -> None:
 
 def stop() -> None:
     bin_dir = _pg_bin()
+    if bin_dir is not None:
+        _locate_postgres()
     if bin_dir is not None and (PG_DIR / "postmaster.pid").exists():
         subprocess.run(
             _as_db_owner([str(bin_dir / "pg_ctl"), "-D", str(PG_DIR), "-m", "fast", "-w", "stop"]),
