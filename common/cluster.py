@@ -12,7 +12,7 @@ import time
 import msgspec
 from redis.asyncio import Redis
 
-from common.rediskeys import NODES, node_key
+from common.rediskeys import NODES, as_text, node_key
 
 
 class NodeInfo(msgspec.Struct, frozen=True):
@@ -30,10 +30,6 @@ class NodeInfo(msgspec.Struct, frozen=True):
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(NodeInfo)
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def publish_heartbeat(redis: Redis, info: NodeInfo, *, ttl_s: float) -> None:
@@ -59,7 +55,7 @@ async def live_nodes(
     ids = await redis.zrangebyscore(NODES, now - stale_after_s, "+inf")
     if not ids:
         return []
-    raw = await redis.mget([node_key(_text(node_id)) for node_id in ids])
+    raw = await redis.mget([node_key(as_text(node_id)) for node_id in ids])
     nodes = [_decoder.decode(value) for value in raw if value is not None]
     return sorted(nodes, key=lambda node: node.id)
 

@@ -1,4 +1,5 @@
-"""Names of the Redis keys more than one service touches, and the token-version cache.
+"""Names of the Redis keys more than one service touches, the token-version cache, and the
+two reply shapes every reader needs (a key or id as text, the entries of an XREAD reply).
 
 The API writes a user's current token version here whenever it bumps it (password change,
 reset, logout everywhere, ban), before publishing ``TokenBump`` on the safety stream; a realtime
@@ -8,7 +9,8 @@ PostgreSQL" (the reader fills it in).
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Iterator
+from typing import Any, Final
 
 from redis.asyncio import Redis
 
@@ -39,3 +41,16 @@ async def set_token_version(redis: Redis, user_id: int, version: int) -> None:
 async def get_token_version(redis: Redis, user_id: int) -> int | None:
     value = await redis.get(token_version_key(user_id))
     return None if value is None else int(value)
+
+
+def as_text(value: object) -> str:
+    """A key, member or stream id from a Redis reply as ``str`` (bytes unless decoding is on)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_entries(reply: Any) -> Iterator[tuple[str, dict[bytes, bytes]]]:
+    """The ``(id, fields)`` entries of an XREAD reply, whichever RESP version shaped it."""
+    streams = reply.items() if isinstance(reply, dict) else (reply or [])
+    for _name, entries in streams:
+        for entry_id, fields in entries:
+            yield as_text(entry_id), fields

@@ -24,14 +24,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common import cluster
-from common.rediskeys import delivery_stream, get_token_version, set_token_version
+from common.rediskeys import (
+    delivery_stream,
+    get_token_version,
+    set_token_version,
+    stream_entries,
+)
 
 log = logging.getLogger("realtime.broker")
 
@@ -284,7 +289,7 @@ class RedisBroker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            for entry_id, fields in _entries(reply):
+            for entry_id, fields in stream_entries(reply):
                 self.last_id = entry_id
                 self.received += 1
                 try:
@@ -326,11 +331,3 @@ class RedisBroker:
             except _FAILURES as exc:
                 log.warning("heartbeat failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(interval)
-
-
-def _entries(reply: Any) -> Iterator[tuple[str, dict[bytes, bytes]]]:
-    """The entries of an XREAD reply, whichever RESP version shaped it."""
-    streams = reply.items() if isinstance(reply, dict) else (reply or [])
-    for _name, entries in streams:
-        for entry_id, fields in entries:
-            yield (entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)), fields

@@ -41,7 +41,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common import wire
-from common.rediskeys import NODES, delivery_stream, node_key
+from common.rediskeys import NODES, as_text, delivery_stream, node_key
 from realtime.broker import Broker, route_key
 from realtime.domain import Memberships
 from realtime.hub import Hub, Socket
@@ -338,7 +338,7 @@ class Presence:
             self.redis.zrangebyscore(NODES, "-inf", f"({now - self.ttl_s}"), self.timeout_s
         )
         for raw in dead[:20]:
-            node = raw.decode() if isinstance(raw, bytes) else str(raw)
+            node = as_text(raw)
             if node == self.node_id:
                 continue
             # Nodes may run with other TTLs: the heartbeat key expires after the node's own TTL,

@@ -46,6 +46,7 @@ from redis.exceptions import RedisError
 
 from common import events, wire
 from common.codes import Close
+from common.rediskeys import as_text, stream_entries
 from realtime.connection import Connection
 from realtime.domain import Memberships
 from realtime.hub import Socket
@@ -147,7 +148,7 @@ class SafetyConsumer:
         except _FAILURES as exc:
             log.warning("safety stream not primed", extra={"error": type(exc).__name__})
             return
-        self.last_id = _text(newest[0][0]) if newest else "0-0"
+        self.last_id = as_text(newest[0][0]) if newest else "0-0"
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._read_loop(), name="safety-reader")
@@ -193,7 +194,7 @@ class SafetyConsumer:
             if failed:
                 failed = False
                 self._spawn(self.recheck(), "safety-recheck")
-            for entry_id, fields in _entries(reply):
+            for entry_id, fields in stream_entries(reply):
                 self.last_id = entry_id
                 try:
                     event = events.decode_event(fields[b"e"])
@@ -330,15 +331,3 @@ class SafetyConsumer:
                 continue
             self._close_user(user, Close.REVOKED, "token revoked", below=state.token_version)
             await self.reload_memberships((user,))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _entries(reply: Any) -> Iterator[tuple[str, dict[bytes, bytes]]]:
-    """The entries of an XREAD reply, whichever RESP version shaped it."""
-    streams = reply.items() if isinstance(reply, dict) else (reply or [])
-    for _name, entries in streams:
-        for entry_id, fields in entries:
-            yield _text(entry_id), fields
