@@ -28,10 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import ApiError, Conflict, NotFound
 from api.schemas import admin as schemas
-from api.schemas.discovery import decode_cursor, encode_cursor
 from api.schemas.safety import ReportStatus, ReportType
 from api.services import moderation, notifications
 from api.services.matching import publish_after_commit
+from api.services.paging import newest_first, next_cursor
 from api.services.trust import apply_trust
 from common import events
 from common.cluster import live_nodes
@@ -77,23 +77,12 @@ def audit(
     )
 
 
-def _page_after(query: Select[Any], id_column: Any, cursor: str | None, limit: int) -> Select[Any]:
-    if cursor is not None:
-        (before,) = decode_cursor(cursor, [int])
-        query = query.where(id_column < before)
-    return query.order_by(id_column.desc()).limit(limit + 1)
-
-
 def _where_given(query: Select[Any], *filters: tuple[Any, object | None]) -> Select[Any]:
     """``query`` narrowed by ``column == value`` for every filter whose value was given."""
     for column, value in filters:
         if value is not None:
             query = query.where(column == value)
     return query
-
-
-def _next_cursor(ids: list[int], limit: int) -> str | None:
-    return encode_cursor([ids[limit - 1]]) if len(ids) > limit else None
 
 
 # --- stats ------------------------------------------------------------------------------------
@@ -184,10 +173,10 @@ async def list_reports(
         (Report.type, type_),
         (Report.reported_id, reported_id),
     )
-    rows = (await session.scalars(_page_after(query, Report.id, cursor, limit))).all()
+    rows = (await session.scalars(newest_first(query, Report.id, cursor, limit))).all()
     items = [_report(row) for row in rows[:limit]]
     return schemas.AdminReportPage(
-        items=items, next_cursor=_next_cursor([row.id for row in rows], limit)
+        items=items, next_cursor=next_cursor([row.id for row in rows], limit)
     )
 
 
@@ -531,7 +520,7 @@ async def moderation_log(
         (ModerationLog.action, action),
         (ModerationLog.source, source),
     )
-    rows = (await session.scalars(_page_after(query, ModerationLog.id, cursor, limit))).all()
+    rows = (await session.scalars(newest_first(query, ModerationLog.id, cursor, limit))).all()
     items = [
         schemas.ModerationLogOut(
             id=row.id,
@@ -545,7 +534,7 @@ async def moderation_log(
         for row in rows[:limit]
     ]
     return schemas.ModerationLogPage(
-        items=items, next_cursor=_next_cursor([row.id for row in rows], limit)
+        items=items, next_cursor=next_cursor([row.id for row in rows], limit)
     )
 
 
@@ -566,7 +555,7 @@ async def audit_log(
         (AdminAuditLog.target_type, target_type),
         (AdminAuditLog.target_id, target_id),
     )
-    rows = (await session.scalars(_page_after(query, AdminAuditLog.id, cursor, limit))).all()
+    rows = (await session.scalars(newest_first(query, AdminAuditLog.id, cursor, limit))).all()
     items = [
         schemas.AuditOut(
             id=row.id,
@@ -579,4 +568,4 @@ async def audit_log(
         )
         for row in rows[:limit]
     ]
-    return schemas.AuditPage(items=items, next_cursor=_next_cursor([row.id for row in rows], limit))
+    return schemas.AuditPage(items=items, next_cursor=next_cursor([row.id for row in rows], limit))

@@ -20,7 +20,6 @@ from sqlalchemy import BigInteger, ColumnElement, delete, func, insert, select, 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import NotFound
-from api.schemas.discovery import decode_cursor, encode_cursor
 from api.schemas.notifications import (
     MarkedRead,
     NotificationKind,
@@ -29,6 +28,7 @@ from api.schemas.notifications import (
     UnreadCount,
 )
 from api.services.matching import publish_after_commit
+from api.services.paging import newest_first, next_cursor
 from api.services.relations import blocked_between, is_blocked_between
 from common import events
 from common.models import Notification
@@ -105,15 +105,13 @@ async def list_page(
 ) -> NotificationPage:
     """Newest first; ``next_cursor`` continues after the last item."""
     query = select(Notification).where(_visible(user_id))
-    if cursor is not None:
-        (before,) = decode_cursor(cursor, [int])
-        query = query.where(Notification.id < before)
     if unread_only:
         query = query.where(Notification.read_at.is_(None))
-    rows = (await session.scalars(query.order_by(Notification.id.desc()).limit(limit + 1))).all()
-    items = [_out(row) for row in rows[:limit]]
-    next_cursor = encode_cursor([items[-1].id]) if len(rows) > limit else None
-    return NotificationPage(items=items, next_cursor=next_cursor)
+    rows = (await session.scalars(newest_first(query, Notification.id, cursor, limit))).all()
+    return NotificationPage(
+        items=[_out(row) for row in rows[:limit]],
+        next_cursor=next_cursor([row.id for row in rows], limit),
+    )
 
 
 async def unread_count(session: AsyncSession, *, user_id: int) -> UnreadCount:
