@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import asyncpg
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from common.codes import Close
@@ -44,7 +43,7 @@ from realtime.domain import UserState
 from realtime.hub import Hub
 from realtime.moderation import ModerationGate
 from realtime.node import Node
-from realtime.ops import NodeOps
+from realtime.ops import NodeOps, text
 from realtime.protocol import Config
 from realtime.safety import SafetyConsumer
 from realtime.store import Store, create_pool
@@ -52,27 +51,18 @@ from realtime.store import Store, create_pool
 log = logging.getLogger("realtime.server")
 
 
-def _plain(status: http.HTTPStatus, body: str) -> Response:
-    payload = body.encode()
-    headers = Headers(
-        {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(payload))}
-    )
-    return Response(status.value, status.phrase, headers, payload)
-
-
 def make_process_request(
     allowed_origins: list[str],
 ) -> Callable[[ServerConnection, Request], Response | None]:
-    """Plain HTTP routes and the Origin allow-list, answered before the WebSocket handshake."""
+    """The Origin allow-list, checked before the WebSocket handshake (the HTTP routes are
+    in :class:`realtime.ops.Ops`, which falls back to this)."""
     allowed = frozenset(allowed_origins)
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
-        if request.path == "/healthz":
-            return _plain(http.HTTPStatus.OK, "ok\n")
         origin = request.headers.get("Origin")
         # Browsers always send Origin; native clients send none and are not subject to CORS.
         if origin is not None and origin not in allowed:
-            return _plain(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
+            return text(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
         return None
 
     return process_request
