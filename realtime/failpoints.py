@@ -26,7 +26,7 @@ from typing import Final
 
 #: Where the product calls :func:`hit`, in the order a send passes them.
 POINTS: Final = (
-    "before_commit",  # realtime/batch.py: inside the transaction, every statement run, no COMMIT
+    "before_commit",  # realtime/batch.py: the batch decided and about to go to PostgreSQL
     "after_commit_before_fanout",  # realtime/batch.py: committed, neither acked nor fanned out
     "after_fanout_before_ack",  # realtime/node.py: delivered to local sockets/broker, no ack yet
 )

@@ -102,9 +102,20 @@ class StoreUnavailable(Exception):
 
 
 async def create_pool(dsn: str, *, max_size: int, timeout_s: float) -> asyncpg.Pool[asyncpg.Record]:
-    """A lazy pool (``min_size=0``): the node starts and keeps its sockets with PostgreSQL down."""
+    """A lazy pool (``min_size=0``): the node starts and keeps its sockets with PostgreSQL down.
+
+    Every statement of a node has a fixed shape, so its sessions always use the cached generic
+    plan: with the default ``plan_cache_mode`` PostgreSQL re-planned ``mm_commit_batch``'s
+    statements on every call for one-message batches (750 us of backend CPU a call, 325 us with
+    the generic plan, which probes the same indexes).
+    """
     return await asyncpg.create_pool(
-        dsn, min_size=0, max_size=max_size, timeout=timeout_s, command_timeout=timeout_s
+        dsn,
+        min_size=0,
+        max_size=max_size,
+        timeout=timeout_s,
+        command_timeout=timeout_s,
+        server_settings={"plan_cache_mode": "force_generic_plan"},
     )
 
 

@@ -1,0 +1,199 @@
+"""The batch writer against the real database: every outcome of one ``mm_commit_batch`` call.
+
+These drive :meth:`BatchWriter.flush` directly (no node), so one batch can hold every case at
+once: new messages, resends, copies inside the batch, conflicts, closed and unknown
+conversations, receipts, and a resend racing on another conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from common.codes import Err
+from realtime.batch import BatchWriter, Item, Outcome
+from realtime.domain import ReadOutcome, ReadRequest, SendOutcome, SendRequest
+from tests.support import TICK
+
+UNKNOWN_CID = 10**15
+
+
+class Nobody:
+    """Outcomes are read from :meth:`BatchWriter.flush`'s return value, not from the replier."""
+
+    def send_finished(self, outcome: SendOutcome) -> None:
+        pass
+
+    def read_finished(self, outcome: ReadOutcome) -> None:
+        pass
+
+
+def send(sender: int, cid: int, body: str, cmid: str | None = None) -> Item:
+    cmid = cmid or f"b{secrets.token_hex(6)}"
+    return SendRequest(sender, cid, cmid, body, "text", None, ()), Nobody()
+
+
+def read(user: int, cid: int, seq: int) -> Item:
+    return ReadRequest(user, cid, seq, None, ()), Nobody()
+
+
+@pytest.fixture
+async def w(db: asyncpg.Pool[asyncpg.Record]) -> AsyncIterator[BatchWriter]:
+    """A writer never started: tests call ``flush``; ``stop`` gives its connection back."""
+    writer = BatchWriter(db, batch_max=100, timeout_s=5.0, on_done=lambda _: None)
+    yield writer
+    await writer.stop(drain_timeout_s=0)
+
+
+def placed(outcome: Outcome) -> tuple[int, int, bool]:
+    assert isinstance(outcome, SendOutcome) and outcome.stored is not None, outcome
+    return outcome.stored.id, outcome.stored.seq, outcome.stored.dup
+
+
+def error(outcome: Outcome) -> Err | None:
+    return outcome.error
+
+
+async def member_row(db: asyncpg.Pool[asyncpg.Record], cid: int, user: int) -> Any:
+    return await db.fetchrow(
+        "SELECT last_read_seq, unread_count FROM conversation_members "
+        "WHERE conversation_id = $1 AND user_id = $2",
+        cid,
+        user,
+    )
+
+
+async def test_one_batch_decides_every_kind_of_send(
+    db: asyncpg.Pool[asyncpg.Record],
+    w: BatchWriter,
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+) -> None:
+    a, b = await new_user(), await new_user()
+    cid, closed = await new_conversation(a, b), await new_conversation(a, b)
+    await db.execute("UPDATE conversations SET closed_at = now() WHERE id = $1", closed)
+    [old] = await w.flush([send(a, cid, "earlier", "old")])
+    old_id, old_seq, old_dup = placed(old)
+    assert (old_seq, old_dup) == (1, False)
+
+    batch = [
+        send(a, cid, "one", "k1"),
+        send(b, cid, "two", "k2"),
+        send(a, cid, "one", "k1"),  # a copy of the first: the same place
+        send(b, cid, "not two", "k2"),  # the same key, another body: a conflict
+        send(a, cid, "earlier", "old"),  # a resend of a stored message
+        send(a, cid, "changed", "old"),  # its key with another body
+        send(a, closed, "hi", "k3"),
+        send(a, UNKNOWN_CID, "hi", "k4"),
+        send(a, cid, "three", "k5"),
+    ]
+    outcomes = await w.flush(batch)
+
+    first, second = placed(outcomes[0]), placed(outcomes[1])
+    assert (first[1:], second[1:]) == ((2, False), (3, False))
+    assert placed(outcomes[2]) == (first[0], 2, True)
+    assert error(outcomes[3]) == Err.CMID_CONFLICT
+    assert placed(outcomes[4]) == (old_id, 1, True)
+    assert error(outcomes[5]) == Err.CMID_CONFLICT
+    assert error(outcomes[6]) == Err.CONVERSATION_CLOSED
+    assert error(outcomes[7]) == Err.NOT_MEMBER
+    assert placed(outcomes[8])[1:] == (4, False)
+    assert w.committed == 4  # "earlier", "one", "two", "three"
+
+    rows = await db.fetch(
+        "SELECT seq, sender_id, cmid, body FROM messages WHERE conversation_id = $1 ORDER BY seq",
+        cid,
+    )
+    assert [tuple(r) for r in rows] == [
+        (1, a, "old", "earlier"),
+        (2, a, "k1", "one"),
+        (3, b, "k2", "two"),
+        (4, a, "k5", "three"),
+    ]
+    assert await db.fetchval("SELECT last_seq FROM conversations WHERE id = $1", cid) == 4
+    in_closed = "SELECT count(*) FROM messages WHERE conversation_id = $1"
+    assert await db.fetchval(in_closed, closed) == 0
+    # Unread counters count the others' new messages only (resends and refusals add nothing).
+    assert (await member_row(db, cid, b))["unread_count"] == 3
+    assert (await member_row(db, cid, a))["unread_count"] == 1
+
+
+async def test_receipts_keep_the_highest_mark_and_recount_unread(
+    db: asyncpg.Pool[asyncpg.Record],
+    w: BatchWriter,
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+) -> None:
+    a, b, stranger = await new_user(), await new_user(), await new_user()
+    cid, closed = await new_conversation(a, b), await new_conversation(a, b)
+    await db.execute("UPDATE conversations SET closed_at = now() WHERE id = $1", closed)
+    await w.flush([send(a, cid, f"m{i}") for i in range(5)])
+    assert (await member_row(db, cid, b))["unread_count"] == 5
+
+    outcomes = await w.flush(
+        [
+            read(b, cid, 2),
+            read(b, cid, 3),  # the highest mark in the batch wins for both
+            read(stranger, cid, 1),
+            read(b, closed, 1),
+            read(a, cid, 99),  # never past last_seq
+        ]
+    )
+    assert [(o.error, getattr(o, "seq", None)) for o in outcomes] == [
+        (None, 3),
+        (None, 3),
+        (Err.NOT_MEMBER, 0),
+        (Err.CONVERSATION_CLOSED, 0),
+        (None, 5),
+    ]
+    assert tuple(await member_row(db, cid, b)) == (3, 2)
+    # Marks never move backwards; a send and a receipt in one batch both apply, in order.
+    outcomes = await w.flush([read(b, cid, 1), send(a, cid, "m5"), read(b, cid, 6)])
+    assert [o.error for o in outcomes] == [None, None, None]
+    assert tuple(await member_row(db, cid, b)) == (6, 0)
+
+
+async def test_a_resend_racing_on_another_conversation_is_retried_and_answered(
+    db: asyncpg.Pool[asyncpg.Record],
+    w: BatchWriter,
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+) -> None:
+    """Another transaction stores the same ``(sender, cmid)`` elsewhere while the batch runs.
+
+    The batch's INSERT waits on that transaction's index entry, fails with ``unique_violation``
+    once it commits, and the retried call answers the key as a conflict (another conversation)
+    while the rest of the batch is stored, gapless.
+    """
+    a, b = await new_user(), await new_user()
+    cid, other = await new_conversation(a, b), await new_conversation(a, b)
+    async with db.acquire() as racer:
+        tx = racer.transaction()
+        await tx.start()
+        await racer.execute(
+            "INSERT INTO messages (conversation_id, seq, sender_id, cmid, body) "
+            "VALUES ($1, 1, $2, 'raced', 'elsewhere')",
+            other,
+            a,
+        )
+        await racer.execute("UPDATE conversations SET last_seq = 1 WHERE id = $1", other)
+        flushing = asyncio.create_task(
+            w.flush([send(a, cid, "before"), send(a, cid, "here", "raced"), send(a, cid, "after")])
+        )
+        await asyncio.sleep(10 * TICK)
+        assert not flushing.done(), "the batch should wait on the racer's index entry"
+        await tx.commit()
+    outcomes = await asyncio.wait_for(flushing, 5)
+    assert placed(outcomes[0])[1:] == (1, False)
+    assert error(outcomes[1]) == Err.CMID_CONFLICT
+    assert placed(outcomes[2])[1:] == (2, False)
+    stored = await db.fetch(
+        "SELECT conversation_id FROM messages WHERE sender_id = $1 AND cmid = 'raced'", a
+    )
+    assert [r[0] for r in stored] == [other]
+    assert await db.fetchval("SELECT last_seq FROM conversations WHERE id = $1", cid) == 2
