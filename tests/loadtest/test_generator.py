@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from common.settings import Settings
-from loadtest.generator import chat_run, check_loopback, source_address
+from loadtest.generator import chat_run, check_loopback, due_now, source_address
 from loadtest.population import StoredRow
 from loadtest.report import Latency, check_run, percentile
 from loadtest.stack import baseline_server
@@ -135,6 +135,12 @@ def test_percentiles_use_nearest_rank() -> None:
     assert percentile(values, 100) == 100 and percentile([], 99) == 0
     lat = Latency.of([0.001, 0.002, 0.010])
     assert (lat.p50, lat.max, lat.n) == (2.0, 10.0, 3)
+
+
+def test_each_send_is_due_at_its_scheduled_time_not_one_interval_later() -> None:
+    # At 200/s send k is due at k * 5 ms: the first at once, the second at 5 ms.
+    assert [due_now(t, 200.0) for t in (0.0, 0.0049, 0.005, 0.0101)] == [1, 1, 2, 3]
+    assert due_now(1.0, 10_000.0) == 10_001
 
 
 def test_only_loopback_targets_and_sources() -> None:
