@@ -74,6 +74,46 @@ def services_cpu_seconds() -> dict[str, float]:
     return totals
 
 
+class CpuMeter:
+    """CPU time of the servers, this process and the services between two marks of a run.
+
+    The marks are the generator's sending window (warm-up included), so connecting the
+    sockets and the end-of-run check do not dilute the shares.
+    """
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.marks: dict[str, tuple[float, list[float], float, dict[str, float]]] = {}
+
+    def mark(self, name: str) -> None:
+        servers = [cpu_seconds(pid) for pid in self.pids]
+        self.marks[name] = (
+            time.perf_counter(),
+            servers,
+            time.process_time(),
+            services_cpu_seconds(),
+        )
+
+    def shares(self) -> dict[str, Any]:
+        """Each process's share of a core over the window (empty if the run never sent)."""
+        if not {"start", "end"} <= self.marks.keys():
+            return {}
+        (t0, servers0, own0, services0), (t1, servers1, own1, services1) = (
+            self.marks["start"],
+            self.marks["end"],
+        )
+        wall = max(t1 - t0, 1e-9)
+        return {
+            "server_cpu": [
+                round((b - a) / wall, 3) for a, b in zip(servers0, servers1, strict=True)
+            ],
+            "generator_cpu": round((own1 - own0) / wall, 3),
+            "services_cpu": {
+                name: round((services1[name] - services0[name]) / wall, 3) for name in services0
+            },
+        }
+
+
 def machine(database_url: str, redis_url: str) -> dict[str, Any]:
     """What the figures were measured on (lscpu, memory, kernel, versions, load)."""
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout  # noqa: S607
@@ -154,7 +194,7 @@ class Bench:
     # -- figures ------------------------------------------------------------------------------
 
     def chat(self, label: str, servers: list[stack.Server], **options: Any) -> ChatReport:
-        """One generator run (in this process, pinned to core 0); CPU share of every process."""
+        """One generator run (in this process, pinned to core 0); CPU shares while it sends."""
         a = self.args
         defaults: dict[str, Any] = {
             "pairs": a.pairs,
@@ -163,31 +203,21 @@ class Bench:
             "messages": a.messages,
             "warmup_s": a.warmup,
         }
-        cpu0 = [cpu_seconds(s.pid) for s in servers]
-        services0 = services_cpu_seconds()
-        own0 = time.process_time()
-        t0 = time.perf_counter()
+        meter = CpuMeter([s.pid for s in servers])
         report = uvloop.run(
-            chat_run(urls=[f"ws://127.0.0.1:{s.port}/" for s in servers], **(defaults | options))
+            chat_run(
+                urls=[f"ws://127.0.0.1:{s.port}/" for s in servers],
+                on_window=meter.mark,
+                **(defaults | options),
+            )
         )
-        wall = time.perf_counter() - t0
-        row = report.as_dict() | {
-            "server_cpu": [
-                round((cpu_seconds(s.pid) - c) / wall, 3)
-                for s, c in zip(servers, cpu0, strict=True)
-            ],
-            "generator_cpu": round((time.process_time() - own0) / wall, 3),
-            "services_cpu": {
-                name: round((seconds - services0[name]) / wall, 3)
-                for name, seconds in services_cpu_seconds().items()
-            },
-        }
+        row = report.as_dict() | meter.shares()
         self.runs.setdefault(label, []).append(row)
         print(
             f"[{label}]",
             *report.lines(),
-            f"  CPU share: server {row['server_cpu']} generator {row['generator_cpu']}"
-            f" services {row['services_cpu']}",
+            f"  CPU share while sending: server {row.get('server_cpu')}"
+            f" generator {row.get('generator_cpu')} services {row.get('services_cpu')}",
             sep="\n",
         )
         if not report.check["ok"]:

@@ -32,7 +32,7 @@ import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -257,8 +257,13 @@ async def chat_run(
     sources: int = 1,
     settings: Settings | None = None,
     drain_s: float = DRAIN_S,
+    on_window: Callable[[str], None] | None = None,
 ) -> ChatReport:
-    """Run one bounded chat load and return the report (check included)."""
+    """Run one bounded chat load and return the report (check included).
+
+    ``on_window`` is called with ``"start"`` just before the first send and ``"end"`` when
+    sending stops (the bench reads every process's CPU time there).
+    """
     settings = settings or get_settings()
     adapter = make_adapter(target)
     urls = [with_path(check_loopback(u), adapter.path) for u in urls]
@@ -285,6 +290,8 @@ async def chat_run(
         for c in (a[0], b[0])
     ]
     with _no_collector_pauses():
+        if on_window is not None:
+            on_window("start")
         start = time.perf_counter()
         run.warmup_until = start + (warmup_s if duration_s > 2 * warmup_s else 0.0)
         deadline = start + duration_s
@@ -299,6 +306,8 @@ async def chat_run(
         else:
             await _offer(run, live, rate, start, deadline)
         send_end = time.perf_counter()
+        if on_window is not None:
+            on_window("end")
         run.sending = False
         measured_s = max(send_end - run.warmup_until, 1e-9)
         # Let outstanding acks and deliveries arrive, then read what was stored. A slow server

@@ -248,7 +248,8 @@ class BatchWriter:
                 if status in (STORED_NOW, STORED_BEFORE):
                     stored = Stored(message_id, seq, time_ms, dup=status == STORED_BEFORE)
                     outcomes.append(SendOutcome(request, reply, stored))
-                    self.committed += status == STORED_NOW
+                    if status == STORED_NOW:
+                        self.committed += 1
                 else:
                     outcomes.append(SendOutcome(request, reply, error=REFUSALS[status]))
             elif status == STORED_NOW:

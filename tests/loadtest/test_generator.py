@@ -68,6 +68,7 @@ async def test_peak_run_against_a_node_checks_out(node_url: str, settings: Setti
 
 
 async def test_offered_rate_run_checks_out(node_url: str, settings: Settings) -> None:
+    marks: list[str] = []
     report = await chat_run(
         target="mergemeet",
         urls=[node_url],
@@ -78,7 +79,10 @@ async def test_offered_rate_run_checks_out(node_url: str, settings: Settings) ->
         rate=100 / (40 * TICK),  # about 100 messages in the run
         warmup_s=0,
         settings=settings,
+        on_window=marks.append,
     )
+    # The bench's CPU window opens before the first send and closes when sending stops.
+    assert marks == ["start", "end"]
     assert 60 <= report.sent <= MESSAGES
     assert report.acked == report.sent
     assert report.check["ok"], report.check
