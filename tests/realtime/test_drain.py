@@ -38,7 +38,10 @@ async def test_sigterm_under_traffic_loses_no_acked_message_and_clients_move_ove
         cids = [await new_conversation(s, peer) for s in senders]
         acked: dict[int, set[str]] = {s: set() for s in senders}
         closes: list[int] = []
+        # The drain starts once every sender is past its sixth ack: a sender still opening its
+        # first socket when the node starts draining would be refused, not moved over.
         started = asyncio.Event()
+        past_five: set[int] = set()
 
         async def run(sender: int, cid: int) -> None:
             c = await client(urls[0], make_token(sender))
@@ -56,7 +59,9 @@ async def test_sigterm_under_traffic_loses_no_acked_message_and_clients_move_ove
                         # Reconnect elsewhere; the same cmid settles the unknown outcome.
                         c = await client(urls[1], make_token(sender))
                 if i == 5:
-                    started.set()
+                    past_five.add(sender)
+                    if len(past_five) == len(senders):
+                        started.set()
             await c.close()
 
         tasks = [asyncio.create_task(run(s, cid)) for s, cid in zip(senders, cids, strict=True)]
