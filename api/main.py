@@ -6,6 +6,8 @@ their own settings.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,6 +29,7 @@ from api.routes import (
     safety,
     web,
 )
+from api.services.housekeeping import run_housekeeping
 from api.state import AppState
 from common.db import make_engine, make_sessionmaker
 from common.logs import setup_logging
@@ -49,9 +52,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis=redis,
             keys=keyset_from_settings(settings, with_private=True),
         )
+        housekeeping = (
+            asyncio.create_task(
+                run_housekeeping(app.state.mm.sessions, settings.housekeeping_interval_s),
+                name="housekeeping",
+            )
+            if settings.housekeeping_interval_s > 0
+            else None
+        )
         try:
             yield
         finally:
+            if housekeeping is not None:
+                housekeeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await housekeeping
             await redis.aclose()
             await engine.dispose()
 

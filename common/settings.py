@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     email_code_ttl_s: Annotated[int, Field(ge=60, le=24 * 3600)] = 900
     email_code_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     reset_token_ttl_s: Annotated[int, Field(ge=60, le=24 * 3600)] = 3600
+    # How often each API process deletes tokens expired for a day (0: never).
+    housekeeping_interval_s: Annotated[float, Field(ge=0, le=7 * 24 * 3600)] = 3600.0
     mail_from: str = "MergeMeet <no-reply@mergemeet.local>"
     smtp_host: str | None = None  # production mail; development writes to data_dir/outbox
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
