@@ -296,3 +296,32 @@ async def test_a_node_resumes_its_delivery_stream_after_losing_redis_and_trims_i
     assert await redis.xlen(stream) <= 1
     await a.close()
     await b.close()
+
+
+async def test_typing_is_delivered_at_most_once_and_never_replayed_to_a_later_socket(
+    nodes: Nodes,
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+    make_token: Callable[..., str],
+) -> None:
+    """P7: typing is ephemeral. A socket that connects later, on either node, and syncs from
+    the start gets the conversation's messages but none of the typing that came before it."""
+    alice, bob = await new_user(), await new_user()
+    cid = await new_conversation(alice, bob)
+    a = await client(nodes.a, make_token(alice))
+    b = await client(nodes.b, make_token(bob))
+    await b.send(type="typing", cid=cid, on=True)
+    await a.expect("typing", user=bob, on=True)
+    await b.expect("ack", cmid=await b.send_msg(cid, "after typing"))
+    await b.send(type="typing", cid=cid, on=False)
+    await a.expect("typing", user=bob, on=False)
+    await a.quiet("typing")  # each notice came once
+
+    for url in (nodes.a, nodes.b):
+        later = await client(url, make_token(alice))
+        synced = await sync_all(later, {cid: 0})
+        assert [m["body"] for m in synced] == ["after typing"]
+        await later.quiet("typing")
+        await later.close()
+    for c in (a, b):
+        await c.close()
