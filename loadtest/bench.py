@@ -95,9 +95,7 @@ class CpuMeter:
         )
 
     def shares(self) -> dict[str, Any]:
-        """Each process's share of a core over the window (empty if the run never sent)."""
-        if not {"start", "end"} <= self.marks.keys():
-            return {}
+        """Each process's share of a core over the window (``chat_run`` marks both ends)."""
         (t0, servers0, own0, services0), (t1, servers1, own1, services1) = (
             self.marks["start"],
             self.marks["end"],
@@ -216,8 +214,8 @@ class Bench:
         print(
             f"[{label}]",
             *report.lines(),
-            f"  CPU share while sending: server {row.get('server_cpu')}"
-            f" generator {row.get('generator_cpu')} services {row.get('services_cpu')}",
+            f"  CPU share while sending: server {row['server_cpu']}"
+            f" generator {row['generator_cpu']} services {row['services_cpu']}",
             sep="\n",
         )
         if not report.check["ok"]:
