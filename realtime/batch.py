@@ -9,8 +9,8 @@ with the other's; one conversation's batches still commit, and are reported, in 
 flusher keeps its pooled connection between batches (no acquire and no reset query per batch)
 and gives it back after any failure.
 
-A batch is one call of the ``mm_commit_batch`` function (alembic ``0003``), outside any explicit
-transaction, so the call is the whole transaction and one round trip: it locks the batch's
+A batch is one call of the ``mm_commit_batch`` function (alembic ``0003``, ``0004``), outside any
+explicit transaction, so the call is the whole transaction and one round trip: it locks the batch's
 conversation rows in id order (two nodes never deadlock), answers resends with their original
 place (a different body is a conflict), numbers only the new messages with the next ``seq``
 values, inserts them, advances ``last_seq``, bumps the other members' unread counters and
@@ -46,7 +46,7 @@ from realtime.store import UNAVAILABLE_ERRORS
 
 log = logging.getLogger("realtime.batch")
 
-#: The whole transaction, one round trip: ``mm_commit_batch`` (alembic 0003) locks the batch's
+#: The whole transaction, one round trip: ``mm_commit_batch`` (alembic 0004) locks the batch's
 #: conversations in id order, dedupes resends, numbers and inserts the new messages, advances
 #: ``last_seq``, bumps unread counters and applies receipts. Run outside any explicit
 #: transaction, the call is its own transaction and answers only after its COMMIT.

@@ -108,6 +108,14 @@ async def create_pool(dsn: str, *, max_size: int, timeout_s: float) -> asyncpg.P
     plan: with the default ``plan_cache_mode`` PostgreSQL re-planned ``mm_commit_batch``'s
     statements on every call for one-message batches (750 us of backend CPU a call, 325 us with
     the generic plan, which probes the same indexes).
+
+    Every statement is also a lookup by key, so the sessions never scan a table from end to end
+    (``enable_seqscan=off``): each message's foreign-key checks (PostgreSQL's own queries, which
+    take no hint) were planned as sequential scans of ``conversations`` while it was small, and
+    every committed batch leaves dead row versions there (``last_seq``), so those scans grew
+    with every batch. One node slowed run after run (send->ack p50 7 -> 25 ms over five 8 s runs
+    at 12,000/s), its backends' CPU rising from 0.32 to 0.48 of a core; with index probes it
+    stays flat (docs/BENCHMARKS.md).
     """
     return await asyncpg.create_pool(
         dsn,
@@ -115,7 +123,7 @@ async def create_pool(dsn: str, *, max_size: int, timeout_s: float) -> asyncpg.P
         max_size=max_size,
         timeout=timeout_s,
         command_timeout=timeout_s,
-        server_settings={"plan_cache_mode": "force_generic_plan"},
+        server_settings={"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"},
     )
 
 
