@@ -114,8 +114,8 @@ async def create_pool(dsn: str, *, max_size: int, timeout_s: float) -> asyncpg.P
     take no hint) were planned as sequential scans of ``conversations`` while it was small, and
     every committed batch leaves dead row versions there (``last_seq``), so those scans grew
     with every batch. One node slowed run after run (send->ack p50 7 -> 25 ms over five 8 s runs
-    at 12,000/s), its backends' CPU rising from 0.32 to 0.48 of a core; with index probes it
-    stays flat (docs/BENCHMARKS.md).
+    at 12,000/s; its flusher backends spent 5 % of their CPU in sequential scans in the first run
+    and 21 % in the fifth); with index probes it stays flat (docs/BENCHMARKS.md).
     """
     return await asyncpg.create_pool(
         dsn,
