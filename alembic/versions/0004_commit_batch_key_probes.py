@@ -7,11 +7,11 @@ sessions, which turn sequential scans off (``realtime/store.py``), a full index 
 way every batch read every conversation, and the node's sessions keep that generic plan for
 their whole life. Each lookup is now a ``LATERAL (... WHERE key = ... LIMIT 1)`` subquery, which
 the planner cannot flatten into a join (the form ``0003`` already used for the
-``(sender_id, cmid)`` probe), and receipts are one keyed ``UPDATE`` each: a batch costs the same
-with 50 conversations or 50 million. Results are unchanged (the outcome tests of
-``tests/realtime/test_batch.py``). Through ``auto_explain`` at the benchmark's sizes (300
-conversations, the node's session settings): ``0003``'s plans read all 300 rows of
-``conversations`` in three places, ``0004``'s probe one row per batch row.
+``(sender_id, cmid)`` probe): a batch's lookups cost the same with 50 conversations or 50
+million. Results are unchanged (the outcome tests of ``tests/realtime/test_batch.py``). Through
+``auto_explain`` at the benchmark's sizes (300 conversations, the node's session settings):
+``0003``'s plans read all 300 rows of ``conversations`` in three places, ``0004``'s probe one
+row per batch row.
 
 Revision ID: 0004_commit_batch_key_probes
 Revises: 0003_commit_batch_function
@@ -38,7 +38,6 @@ LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
     id_sequence regclass := pg_get_serial_sequence('messages', 'id')::regclass;
-    receipt record;
 BEGIN
     PERFORM FROM conversations WHERE id = ANY (s_cid || r_cid) ORDER BY id FOR UPDATE;
 
@@ -127,29 +126,30 @@ BEGIN
     END IF;
 
     IF cardinality(r_cid) > 0 THEN
-        -- One keyed UPDATE per (conversation, member), with its highest mark: an UPDATE's
-        -- target cannot be a LATERAL probe, and joined to the batch it was read whole. Receipts
-        -- are few per batch (clients send one per conversation they look at), so the loop costs
-        -- little.
-        FOR receipt IN
-            SELECT r.cid, r.user_id, max(r.seq) AS seq
-            FROM unnest(r_cid, r_user, r_seq) AS r(cid, user_id, seq)
-            GROUP BY r.cid, r.user_id
-            ORDER BY r.cid, r.user_id
-        LOOP
-            UPDATE conversation_members cm
-            SET last_read_seq = GREATEST(cm.last_read_seq, LEAST(receipt.seq, c.last_seq)),
-                unread_count = (
-                    SELECT count(*) FROM messages m
-                    WHERE m.conversation_id = cm.conversation_id
-                      AND m.seq > GREATEST(cm.last_read_seq, LEAST(receipt.seq, c.last_seq))
-                      AND m.sender_id <> cm.user_id
-                      AND m.deleted_at IS NULL
-                )
-            FROM conversations c
-            WHERE cm.conversation_id = receipt.cid AND cm.user_id = receipt.user_id
-              AND c.id = receipt.cid AND c.closed_at IS NULL;
-        END LOOP;
+        -- One statement for all receipts (a loop of keyed UPDATEs cost twice as much from 100
+        -- receipts up); each receipt's conversation is a keyed probe.
+        UPDATE conversation_members cm
+        SET last_read_seq = GREATEST(cm.last_read_seq, LEAST(v.seq, v.last_seq)),
+            unread_count = (
+                SELECT count(*) FROM messages m
+                WHERE m.conversation_id = cm.conversation_id
+                  AND m.seq > GREATEST(cm.last_read_seq, LEAST(v.seq, v.last_seq))
+                  AND m.sender_id <> cm.user_id
+                  AND m.deleted_at IS NULL
+            )
+        FROM (
+            SELECT g.cid, g.user_id, g.seq, c.last_seq
+            FROM (
+                SELECT r.cid, r.user_id, max(r.seq) AS seq
+                FROM unnest(r_cid, r_user, r_seq) AS r(cid, user_id, seq)
+                GROUP BY r.cid, r.user_id
+            ) g
+            CROSS JOIN LATERAL (
+                SELECT x.last_seq FROM conversations x
+                WHERE x.id = g.cid AND x.closed_at IS NULL LIMIT 1
+            ) c
+        ) v
+        WHERE cm.conversation_id = v.cid AND cm.user_id = v.user_id;
 
         -- Read back by key in a statement of its own (it sees the update), rather than joining
         -- the receipts to the UPDATE's RETURNING: that join of two CTEs was a nested loop,
