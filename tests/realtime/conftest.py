@@ -92,8 +92,15 @@ def new_user(db: asyncpg.Pool[asyncpg.Record]) -> Callable[..., Any]:
 
 @pytest.fixture
 def new_conversation(db: asyncpg.Pool[asyncpg.Record]) -> Callable[..., Any]:
-    async def make(*members: int) -> int:
-        cid = int(await db.fetchval("INSERT INTO conversations DEFAULT VALUES RETURNING id"))
+    async def make(*members: int, closed: bool = False) -> int:
+        """An open conversation of ``members``, or a closed one (as an unmatch leaves it)."""
+        cid = int(
+            await db.fetchval(
+                "INSERT INTO conversations (closed_at) "
+                "VALUES (CASE WHEN $1 THEN now() END) RETURNING id",
+                closed,
+            )
+        )
         await db.executemany(
             "INSERT INTO conversation_members (conversation_id, user_id) VALUES ($1, $2)",
             [(cid, m) for m in members],

@@ -84,8 +84,7 @@ async def test_one_batch_decides_every_kind_of_send(
     new_conversation: Callable[..., Any],
 ) -> None:
     a, b = await new_user(), await new_user()
-    cid, closed = await new_conversation(a, b), await new_conversation(a, b)
-    await db.execute("UPDATE conversations SET closed_at = now() WHERE id = $1", closed)
+    cid, closed = await new_conversation(a, b), await new_conversation(a, b, closed=True)
     [old] = await w.flush([send(a, cid, "earlier", "old")])
     old_id, old_seq, old_dup = placed(old)
     assert (old_seq, old_dup) == (1, False)
@@ -139,8 +138,7 @@ async def test_receipts_keep_the_highest_mark_and_recount_unread(
     new_conversation: Callable[..., Any],
 ) -> None:
     a, b, stranger = await new_user(), await new_user(), await new_user()
-    cid, closed = await new_conversation(a, b), await new_conversation(a, b)
-    await db.execute("UPDATE conversations SET closed_at = now() WHERE id = $1", closed)
+    cid, closed = await new_conversation(a, b), await new_conversation(a, b, closed=True)
     await w.flush([send(a, cid, f"m{i}") for i in range(5)])
     assert (await member_row(db, cid, b))["unread_count"] == 5
 

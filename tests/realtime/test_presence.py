@@ -126,8 +126,7 @@ async def test_presence_never_reaches_a_non_peer_or_a_blocked_user(
     await new_conversation(alice, bob)
     await new_conversation(mallory, bob)
     await new_conversation(carol, dave)
-    closed = await new_conversation(dave, bob)
-    await db.execute("UPDATE conversations SET closed_at = now() WHERE id = $1", closed)
+    await new_conversation(dave, bob, closed=True)
     await db.execute("INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2)", bob, mallory)
     watchers = {
         "alice": await client(url(node_a), make_token(alice)),
