@@ -1,4 +1,4 @@
-"""mm_commit_batch: every lookup by key is an index probe, whatever the table sizes.
+"""mm_commit_batch: each batch row's lookups are index probes, whatever the table sizes.
 
 ``0003``'s function joined the batch to ``conversations`` (sends and receipts) and to
 ``conversation_members`` (receipts) with plain joins, and PostgreSQL answered each with a hash
