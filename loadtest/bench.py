@@ -288,6 +288,10 @@ class Bench:
                 [r["send_to_delivery"]["p99"] for r in rows]
             )
             figures["half_peak_ack_p99_ms"] = median([r["send_to_ack"]["p99"] for r in rows])
+            # The generator's own share of those figures (the same sends, released late).
+            figures["half_peak_release_lag_p99_ms"] = median(
+                [r["release_lag"]["p99"] for r in rows]
+            )
             if base:
                 self.offered("baseline", [base / 2] * a.runs, "half_peak_baseline", a.duration)
                 rows = self.runs["half_peak_baseline"]

@@ -114,6 +114,8 @@ class Run:
     delivered: set[tuple[int, str]] = field(default_factory=set)
     ack_lat: list[float] = field(default_factory=list)
     deliv_lat: list[float] = field(default_factory=list)
+    #: Rate mode: how late the generator itself released each send (see ChatClient.refill).
+    release_lag: list[float] = field(default_factory=list)
     delivered_count: int = 0
     measured_delivered: int = 0
     measured_acked: int = 0
@@ -217,6 +219,11 @@ class ChatClient:
             run.sent_at[cmid] = self.backlog[i] if self.rate_mode else now
             frames.append(encode(cid, cmid, body))
         if self.rate_mode:
+            if room == len(self.backlog):
+                # Nothing due is held back by the window (the server's pace), so each send's
+                # lateness is the generator's own: its tick and its loop. Charged to the
+                # server in the latency figures all the same; reported to tell them apart.
+                run.release_lag.extend(now - due for due in self.backlog if due >= run.warmup_until)
             del self.backlog[:room]
         self.inflight += room
         run.inflight += room
@@ -339,6 +346,7 @@ async def chat_run(
         acked_per_s=round(run.measured_acked / measured_s, 1),
         send_to_ack=Latency.of(run.ack_lat),
         send_to_delivery=Latency.of(run.deliv_lat),
+        release_lag=None if rate is None else Latency.of(run.release_lag),
         errors=dict(run.errors),
         closes=dict(run.closes),
         check=check.summary(),

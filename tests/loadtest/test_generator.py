@@ -65,6 +65,7 @@ async def test_peak_run_against_a_node_checks_out(node_url: str, settings: Setti
     assert report.check["stored"] == MESSAGES
     assert 0 < report.send_to_ack.p50 <= report.send_to_ack.max
     assert report.send_to_delivery.n == MESSAGES
+    assert report.release_lag is None  # no schedule in peak mode, nothing released late
 
 
 async def test_offered_rate_run_checks_out(node_url: str, settings: Settings) -> None:
@@ -86,6 +87,11 @@ async def test_offered_rate_run_checks_out(node_url: str, settings: Settings) ->
     assert 60 <= report.sent <= MESSAGES
     assert report.acked == report.sent
     assert report.check["ok"], report.check
+    # Sends the window did not hold back (at this rate, nearly all) have a release lateness:
+    # never negative (none goes out early), and part of the latency charged to the server.
+    lag = report.release_lag
+    assert lag is not None and report.sent // 2 <= lag.n <= report.sent
+    assert 0 <= lag.p50 <= lag.max <= report.send_to_ack.max
 
 
 async def test_baseline_adapter_checks_out(baseline_url: str, settings: Settings) -> None:
