@@ -36,6 +36,9 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 COMMIT_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 SIZE_BUCKETS: Final = (1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
+GC_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: CPython's collector generations, youngest first.
+GC_GENERATIONS: Final = (0, 1, 2)
 
 
 def _tag(cls: type) -> str:
@@ -63,12 +66,17 @@ class Histogram:
         self.total += value
         self.count += 1
 
-    def family(self, name: str, doc: str) -> HistogramMetricFamily:
-        cumulative, buckets = 0, []
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative counts by upper bound, as the exposition format wants them."""
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
         for bound, n in zip([*self.bounds, float("inf")], self.counts, strict=True):
             cumulative += n
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=self.total)
+        return buckets
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        return HistogramMetricFamily(name, doc, buckets=self.buckets(), sum_value=self.total)
 
 
 @dataclass(slots=True)
@@ -86,6 +94,10 @@ class Tally:
     batch_size: Histogram = field(default_factory=lambda: Histogram(SIZE_BUCKETS))
     commit: Histogram = field(default_factory=lambda: Histogram(COMMIT_BUCKETS))
     presence: dict[str, int] = field(default_factory=lambda: {"online": 0, "offline": 0})
+    #: Garbage-collector pauses by generation (realtime/gcpolicy.py observes them).
+    gc_pause: dict[int, Histogram] = field(
+        default_factory=lambda: {gen: Histogram(GC_BUCKETS) for gen in GC_GENERATIONS}
+    )
     redis_errors: int = 0
     postgres_errors: int = 0
 
@@ -201,6 +213,14 @@ class NodeCollector(Collector):
         yield t.send_ack.family("mm_rt_send_ack_seconds", "From a send frame to its ack")
         yield t.batch_size.family("mm_rt_batch_size", "Requests per batch commit")
         yield t.commit.family("mm_rt_batch_commit_seconds", "Time of one batch transaction")
+        gc_pause = HistogramMetricFamily(
+            "mm_rt_gc_pause_seconds",
+            "Garbage-collector pauses (the event loop stands still)",
+            labels=["generation"],
+        )
+        for gen, histogram in t.gc_pause.items():
+            gc_pause.add_metric([str(gen)], histogram.buckets(), histogram.total)
+        yield gc_pause
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -36,6 +36,7 @@ from common.codes import Close
 from common.logs import setup_logging
 from common.settings import Settings
 from common.tokens import keyset_from_settings
+from realtime import gcpolicy
 from realtime.batch import BatchWriter
 from realtime.broker import RedisBroker
 from realtime.connection import Connection
@@ -193,6 +194,7 @@ class Services:
 async def run(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then shut down in order."""
     setup_logging(settings.log_level)
+    gcpolicy.install_pause_timer()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -218,12 +220,14 @@ async def run(settings: Settings) -> None:
     )
     services.ops.serving(server)
     services.start()
+    frozen = gcpolicy.tune()  # everything built so far lives as long as the node
     log.info(
         "listening",
         extra={
             "host": settings.realtime_host,
             "port": settings.realtime_port,
             "node": node.node_id,
+            "gc_frozen": frozen,
         },
     )
     try:

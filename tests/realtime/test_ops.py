@@ -96,6 +96,9 @@ async def test_metrics_move_with_real_connections_and_sends(
     assert metric(during, "mm_rt_batch_commit_seconds_count") > metric(
         before, "mm_rt_batch_commit_seconds_count"
     )
+    # realtime/gcpolicy.py: the full collection before freezing the startup heap was timed.
+    assert metric(before, "mm_rt_gc_pause_seconds_count", generation="2") >= 1
+    assert metric(before, "mm_rt_gc_pause_seconds_sum", generation="2") > 0
     await a.close()
     await b.close()
     for _ in range(40):
