@@ -311,6 +311,10 @@ class Bench:
             figures["rss_per_idle_connection_kb"] = median(
                 [r["rss_per_connection_kb"] for r in self.runs["idle"]]
             )
+            # Time the node stood still in full collections while the sockets opened and held.
+            figures["idle_full_gc_pause_ms"] = median(
+                [r["gc_pauses"]["2"]["seconds"] * 1000 for r in self.runs["idle"] if r["gc_pauses"]]
+            )
         if wanted("capacity"):
             self.idle("capacity", a.capacity_connections, a.capacity_runs)
             figures["connections_held"] = median([r["held"] for r in self.runs["capacity"]])

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import http.client
 import ipaddress
 import itertools
 import json
@@ -39,6 +40,7 @@ from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 
 from common.settings import Settings, get_settings
 from loadtest import population
@@ -415,6 +417,49 @@ async def _offer(
 # -- idle connections -----------------------------------------------------------------------
 
 
+def node_gc_pauses(url: str) -> dict[str, tuple[float, float]] | None:
+    """``{generation: (collections, seconds)}`` from a MergeMeet node's ``/metrics``, or None
+    when the target exports none (the baseline)."""
+    parts = urlsplit(check_loopback(url))
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        answer = connection.getresponse()
+        if answer.status != 200:
+            return None
+        text = answer.read().decode()
+    except OSError:
+        return None
+    finally:
+        connection.close()
+    found: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "mm_rt_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            gen = sample.labels.get("generation", "")
+            if sample.name.endswith("_count"):
+                found.setdefault(gen, [0.0, 0.0])[0] = sample.value
+            elif sample.name.endswith("_sum"):
+                found.setdefault(gen, [0.0, 0.0])[1] = sample.value
+    return {gen: (n, total) for gen, (n, total) in found.items()} or None
+
+
+def pause_growth(
+    before: dict[str, tuple[float, float]] | None, after: dict[str, tuple[float, float]] | None
+) -> dict[str, dict[str, float]] | None:
+    """Collections and seconds paused per generation between two :func:`node_gc_pauses`."""
+    if before is None or after is None:
+        return None
+    return {
+        gen: {
+            "collections": n - before.get(gen, (0.0, 0.0))[0],
+            "seconds": round(total - before.get(gen, (0.0, 0.0))[1], 4),
+        }
+        for gen, (n, total) in sorted(after.items())
+    }
+
+
 async def idle_run(
     *,
     target: str,
@@ -446,6 +491,7 @@ async def idle_run(
         for i in range(connections)
     ]
     before = rss_kb(node_pid)
+    gc_before = await asyncio.to_thread(node_gc_pauses, urls[0])
     started = time.perf_counter()
     await _connect_all(clients, sources, run, timeout_s=60.0)
     open_s = time.perf_counter() - started
@@ -455,6 +501,7 @@ async def idle_run(
     run.sending = True  # closes from here on are counted
     await asyncio.sleep(hold_s)
     held = sum(1 for c, _, _ in clients if c.ws is not None and c.ws.open)
+    gc_after = await asyncio.to_thread(node_gc_pauses, urls[0])
     run.sending = False
     for c, _, _ in clients:
         c.close()
@@ -471,6 +518,7 @@ async def idle_run(
         rss_per_connection_kb=round((after - before) / max(opened, 1), 2),
         open_s=round(open_s, 2),
         hold_s=hold_s,
+        gc_pauses=pause_growth(gc_before, gc_after),
         errors=dict(run.errors),
         closes=dict(run.closes),
     )

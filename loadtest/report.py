@@ -185,6 +185,9 @@ class IdleReport:
     rss_per_connection_kb: float
     open_s: float
     hold_s: float
+    #: The node's collector while opening and holding: per generation, collections and
+    #: seconds paused (None for a target without ``mm_rt_gc_pause_seconds``).
+    gc_pauses: dict[str, dict[str, float]] | None
     errors: dict[str, int]
     closes: dict[str, int]
 
@@ -197,5 +200,16 @@ class IdleReport:
             f" ({self.users} users, {self.sources} source addresses) in {self.open_s:.1f} s",
             f"  held {self.held} for {self.hold_s:.1f} s;  node RSS {self.rss_before_kb} ->"
             f" {self.rss_after_kb} KB = {self.rss_per_connection_kb:.2f} KB/connection",
+            *(
+                [
+                    "  node GC meanwhile: "
+                    + ", ".join(
+                        f"gen{gen} {int(p['collections'])}x {p['seconds'] * 1000:.0f} ms"
+                        for gen, p in self.gc_pauses.items()
+                    )
+                ]
+                if self.gc_pauses
+                else []
+            ),
             f"  errors {self.errors or '{}'}  closes {self.closes or '{}'}",
         ]

@@ -14,25 +14,38 @@ from collections.abc import Iterator
 import pytest
 
 from common.settings import Settings
-from loadtest.generator import chat_run, check_loopback, due_now, source_address
+from loadtest.generator import (
+    chat_run,
+    check_loopback,
+    due_now,
+    idle_run,
+    node_gc_pauses,
+    pause_growth,
+    source_address,
+)
 from loadtest.population import StoredRow
 from loadtest.report import Latency, check_run, percentile
 from loadtest.stack import baseline_server
 from tests.realtime.conftest import start_node
-from tests.support import ROOT, TICK
+from tests.support import ROOT, TICK, ServiceProcess
 
 PAIRS = 4
 MESSAGES = 200
 
 
 @pytest.fixture(scope="module")
-def node_url(settings: Settings) -> Iterator[str]:
+def load_node(settings: Settings) -> Iterator[ServiceProcess]:
     # The generator sends far faster than a phone: lift the per-socket rate limit for it.
     node = start_node("load", MM_RATE_PER_S="100000", MM_RATE_BURST="100000")
     try:
-        yield f"ws://127.0.0.1:{node.port}/"
+        yield node
     finally:
         assert node.stop() == 0, f"node did not stop cleanly, see {node.log_path}"
+
+
+@pytest.fixture(scope="module")
+def node_url(load_node: ServiceProcess) -> str:
+    return f"ws://127.0.0.1:{load_node.port}/"
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +173,45 @@ def test_only_loopback_targets_and_sources() -> None:
     assert source_address(0, 1) is None
     assert source_address(0, 3) == "127.0.0.2"
     assert source_address(45_000, 3) == "127.0.0.4"
+
+
+async def test_idle_run_holds_its_sockets_and_reads_the_nodes_collector(
+    load_node: ServiceProcess, node_url: str, settings: Settings
+) -> None:
+    assert load_node.proc is not None
+    report = await idle_run(
+        target="mergemeet",
+        urls=[node_url],
+        connections=12,
+        node_pid=load_node.proc.pid,
+        per_user=4,  # the test nodes' MM_MAX_CONNECTIONS_PER_USER
+        hold_s=2 * TICK,
+        settle_s=TICK,
+        settings=settings,
+    )
+    assert (report.opened, report.held, report.users) == (12, 12, 3), report.lines()
+    assert report.errors == {} and report.closes == {}
+    assert report.gc_pauses is not None and set(report.gc_pauses) == {"0", "1", "2"}
+    assert all(p["collections"] >= 0 and p["seconds"] >= 0 for p in report.gc_pauses.values())
+
+
+def test_gc_pauses_come_from_a_node_and_not_from_the_baseline(
+    node_url: str, baseline_url: str
+) -> None:
+    pauses = node_gc_pauses(node_url)
+    assert pauses is not None
+    # The node's collection before it froze its startup heap (realtime/gcpolicy.py) was timed.
+    collections, seconds = pauses["2"]
+    assert collections >= 1 and seconds > 0
+    assert node_gc_pauses(baseline_url) is None  # no /metrics there
+
+
+def test_pause_growth_is_the_difference_per_generation() -> None:
+    before = {"0": (10.0, 0.5), "2": (1.0, 0.25)}
+    after = {"0": (14.0, 0.75), "1": (2.0, 0.125), "2": (1.0, 0.25)}
+    assert pause_growth(before, after) == {
+        "0": {"collections": 4.0, "seconds": 0.25},
+        "1": {"collections": 2.0, "seconds": 0.125},
+        "2": {"collections": 0.0, "seconds": 0.0},
+    }
+    assert pause_growth(None, after) is None
