@@ -20,7 +20,8 @@ from typing import Any, Final, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from jose import jwt
+from jose import jwk, jwt
+from jose.backends.base import Key
 from jose.exceptions import ExpiredSignatureError, JWTClaimsError, JWTError
 
 from common.settings import Settings
@@ -58,6 +59,16 @@ class KeySet:
     public: dict[str, str] = field(default_factory=dict)
     private: dict[str, str] = field(default_factory=dict)
     active_kid: str | None = None
+    #: Public keys parsed once per ``kid``: python-jose parses a PEM string on every decode,
+    #: ~80 of the ~260 µs a verification costs (docs/BENCHMARKS.md).
+    _verifiers: dict[str, Key] = field(default_factory=dict, repr=False, compare=False)
+
+    def verifier(self, kid: str) -> Key:
+        """The parsed public key of ``kid`` (KeyError when unknown), built on first use."""
+        key = self._verifiers.get(kid)
+        if key is None:
+            key = self._verifiers[kid] = jwk.construct(self.public[kid], ALGORITHM)
+        return key
 
     @classmethod
     def load(
@@ -174,7 +185,7 @@ def verify_token(
     try:
         payload: dict[str, Any] = jwt.decode(
             token,
-            keys.public[kid],
+            keys.verifier(kid),
             algorithms=[ALGORITHM],
             audience=audience,
             issuer=issuer,

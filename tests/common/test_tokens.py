@@ -146,3 +146,18 @@ def test_generated_development_keys_are_private(tmp_path: Path) -> None:
     private_file = tmp_path / "keys" / f"{keyset.active_kid}.key.pem"
     assert private_file.stat().st_mode & 0o077 == 0
     assert KeySet.load(tmp_path / "keys", generate=True).active_kid == keyset.active_kid
+
+
+def test_each_public_key_is_parsed_once_and_only_verifies_its_own_tokens(
+    keyset: KeySet, tmp_path: Path
+) -> None:
+    assert keyset.verifier("k1") is keyset.verifier("k1")
+    # A second pair under another kid: its parsed key does not verify k1's signatures.
+    write_key_pair(tmp_path, kid="k2")
+    (tmp_path / "k1.pub.pem").write_text(keyset.public["k1"])
+    both = KeySet.load(tmp_path, with_private=False)
+    assert both.verifier("k1") is not both.verifier("k2")
+    _refused(both, _signed(keyset, _claims(), kid="k2"), "bad_signature")
+    assert _verify(both, _signed(keyset, _claims())).user_id == 7
+    with pytest.raises(KeyError):
+        keyset.verifier("nope")
