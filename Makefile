@@ -11,7 +11,7 @@ export MM_REDIS_URL ?= redis://127.0.0.1:$(MM_DEV_REDIS_PORT)/0
 API_URL = http://$${MM_API_HOST:-127.0.0.1}:$${MM_API_PORT:-8000}
 WS_URL = ws://$${MM_REALTIME_HOST:-127.0.0.1}:$${MM_REALTIME_PORT:-8765}
 
-.PHONY: install services migrate seed run test lint format types stop bench loadtest browser
+.PHONY: install services migrate seed run test test-unit lint format types stop bench loadtest browser
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import ensurepip, venv' 2>/dev/null || { \
@@ -52,6 +52,11 @@ browser:
 
 test: install services browser
 	$(BIN)/pytest
+
+# The tests that need no service (tests/conftest.py marks the others `integration`): no
+# PostgreSQL, Redis, browser or server process is started or needed. Run it between edits.
+test-unit: install
+	$(BIN)/pytest -m "not integration"
 
 types: install
 	$(BIN)/mypy .

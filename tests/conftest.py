@@ -1,10 +1,17 @@
 """Session set-up against the real PostgreSQL+PostGIS and Redis that the test command started.
 
-Each run gets a fresh database (``MM_TEST_DATABASE``, default ``mergemeet_test``) built by
-``alembic upgrade head`` and a flushed Redis database (``MM_TEST_REDIS_DB``, default 1), so the
-migrations are tested by every run. The environment is set before anything reads settings, and
-child processes (the real servers) inherit it. Several suites can run side by side by giving
-each its own database name and Redis database number.
+A test is an **integration** test when it needs a service: it asks for the shared test
+environment (``settings``, or anything built on it: ``redis``, ``sessions``, ``api``, the real
+nodes), the fault tests' private services, or the browser, or its module is marked
+``pytest.mark.integration`` by hand. Every other test is a unit test: ``make test-unit``
+(``pytest -m "not integration"``) runs those alone, with no PostgreSQL or Redis reachable.
+
+The first integration test of a run gets a fresh database (``MM_TEST_DATABASE``, default
+``mergemeet_test``) built by ``alembic upgrade head``, so the migrations are tested by every
+run; ``redis`` flushes its Redis database (``MM_TEST_REDIS_DB``, default 1). A run of unit tests
+builds nothing. The environment is set before anything reads settings, and child processes (the
+real servers) inherit it. Several suites can run side by side by giving each its own database
+name and Redis database number.
 """
 
 from __future__ import annotations
@@ -14,13 +21,10 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 import uvicorn
-from alembic.config import Config
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -28,23 +32,19 @@ from alembic import command
 from common.db import make_engine, make_sessionmaker
 from common.settings import Settings, get_settings
 from common.tokens import KeySet, issue_token, keyset_from_settings
-from tests.support import ROOT, TICK, free_port
-
-_BASE_DB_URL = os.environ.get(
-    "MM_DATABASE_URL", "postgresql+asyncpg://mergemeet@127.0.0.1:55432/mergemeet"
+from tests.db_support import (
+    TEST_DB,
+    TEST_DB_URL,
+    TEST_REDIS_URL,
+    alembic_config,
+    recreate_database,
 )
-_BASE_REDIS_URL = os.environ.get("MM_REDIS_URL", "redis://127.0.0.1:56379/0")
-TEST_DB = os.environ.get("MM_TEST_DATABASE", "mergemeet_test")
-TEST_REDIS_DB = int(os.environ.get("MM_TEST_REDIS_DB", "1"))
+from tests.db_support import with_path as _with_path
+from tests.support import TICK, free_port
 
+# Re-exported for the test modules that import them from here.
+__all__ = ["TEST_DB", "TEST_DB_URL", "_with_path", "alembic_config"]
 
-def _with_path(url: str, path: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
-
-
-TEST_DB_URL = _with_path(_BASE_DB_URL, f"/{TEST_DB}")
-TEST_REDIS_URL = _with_path(_BASE_REDIS_URL, f"/{TEST_REDIS_DB}")
 _DATA_DIR = Path(tempfile.mkdtemp(prefix="mm-test-"))
 
 os.environ.update(
@@ -61,32 +61,37 @@ os.environ.update(
 )
 get_settings.cache_clear()
 
-
-async def _recreate_database() -> None:
-    admin_dsn = _with_path(TEST_DB_URL, "/postgres").replace("+asyncpg", "")
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{TEST_DB}"')
-    finally:
-        await connection.close()
+#: Fixtures that reach a service; a test whose fixtures include one is an integration test.
+SERVICE_FIXTURES = frozenset({"_database", "private", "browser"})
 
 
-def alembic_config(database_url: str = TEST_DB_URL) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = database_url
-    return config
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``integration`` every test that reaches a service through its fixtures (before
+    ``-m`` selects)."""
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
+def _services_of_marked_tests(request: pytest.FixtureRequest) -> None:
+    """A test marked ``integration`` by hand (no service fixture) gets the test database too."""
+    if request.node.get_closest_marker("integration") is not None:
+        request.getfixturevalue("_database")
+
+
+@pytest.fixture(scope="session")
 def _database() -> Iterator[None]:
-    asyncio.run(_recreate_database())
+    """The fresh test database, migrated to head: built once, by the first test that needs it."""
+    asyncio.run(recreate_database())
     command.upgrade(alembic_config(), "head")
     yield
 
 
 @pytest.fixture(scope="session")
 def settings(_database: None) -> Settings:
+    """The test environment's settings, its database built (this makes a test integration)."""
     return get_settings()
 
 

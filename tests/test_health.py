@@ -5,8 +5,12 @@ from __future__ import annotations
 import signal
 
 import httpx
+import pytest
 
 from tests.support import TICK, ServiceProcess, free_port
+
+# The realtime process test starts a real node (on the test database and Redis).
+pytestmark = pytest.mark.integration
 
 
 async def test_api_answers_health_and_readiness(api: httpx.AsyncClient) -> None:

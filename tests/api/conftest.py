@@ -1,4 +1,5 @@
-"""Fixtures for API tests: users made directly in the database, with a signed access token.
+"""Fixtures for API tests: users made directly in the database, with a signed access token
+(their type and password are in ``tests/api/support.py``).
 
 Tests that exercise registration and login use the real routes; everything else starts from
 ``user_factory`` so that each test owns fresh users and never depends on another's data.
@@ -8,8 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,26 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.services.passwords import hash_password
 from common.geo import ewkt
 from common.models import Profile, User
+from tests.api.support import TEST_PASSWORD, TestUser, UserFactory
 
-TEST_PASSWORD = "correct horse battery staple"
+# Re-exported for the test modules that import them from here.
+__all__ = ["TEST_PASSWORD", "TestUser", "UserFactory", "user_factory"]
+
 _PASSWORD_HASH = hash_password(TEST_PASSWORD)
 _counter = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class TestUser:
-    __test__ = False  # not a test class
-
-    id: int
-    email: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-UserFactory = Callable[..., Awaitable[TestUser]]
 
 
 @pytest.fixture

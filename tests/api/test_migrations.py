@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 
 from alembic import command
 from api.seed import INTERESTS
@@ -12,6 +13,8 @@ from tests.conftest import TEST_DB, TEST_DB_URL, _with_path, alembic_config
 
 SCRATCH_DB = f"{TEST_DB}_migrations"
 SCRATCH_URL = _with_path(TEST_DB_URL, f"/{SCRATCH_DB}")
+# A database of its own on the test PostgreSQL, reached without a fixture.
+pytestmark = pytest.mark.integration
 
 
 async def _admin(sql: str) -> None:

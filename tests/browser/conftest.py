@@ -3,7 +3,8 @@
 The API is served by uvicorn on a loopback socket in this process (its settings point the pages
 at the test's realtime node), the realtime node is a child process whose Origin allow-list holds
 the API's origin, and the browser is the system Chromium (``/usr/bin/chromium``, installed by
-``make test``): nothing downloads a browser. Users get a password that the tests type.
+``make test``): nothing downloads a browser. Users get a password that the tests type. The
+constants and the sign-in helpers are in ``tests/browser/support.py``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import datetime as dt
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import uvicorn
@@ -26,50 +25,26 @@ from api.services.passwords import hash_password
 from common.geo import ewkt
 from common.models import Conversation, ConversationMember, Match, Profile, User
 from common.settings import Settings
+from tests.browser.support import (
+    ACCESS_TTL_S,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    NODE_ENV,
+    PASSWORD,
+    UI_WAIT_MS,
+    Stack,
+    WebUser,
+    open_chat,
+    sign_in,
+)
 from tests.support import TICK, ServiceProcess, free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",  # the test runs as root, where Chromium's sandbox cannot start
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PASSWORD = "browser-test-password-7"
+# Re-exported for the test modules that import them from here.
+__all__ = ["ACCESS_TTL_S", "PASSWORD", "Stack", "WebUser", "open_chat", "sign_in"]
+
 _PASSWORD_HASH = hash_password(PASSWORD)
-#: How long a page may take to show something: page loads, logins (argon2), heartbeats.
-UI_WAIT_MS = int(200 * TICK * 1000)
-#: Access tokens live 30 s (the least the settings allow) and the node asks for a fresh one 26 s
-#: before expiry, so every page refreshes its token on the open socket within seconds.
-ACCESS_TTL_S = 30
-#: Realtime node knobs: a heartbeat (and so the ops page's connection count) every second.
-NODE_ENV = {
-    "MM_REAUTH_BEFORE_S": "26",
-    "MM_PRESENCE_TTL_S": "3",
-    "MM_PRESENCE_GRACE_S": "1",
-    "MM_HEARTBEAT_S": "2",
-    "MM_LOG_LEVEL": "WARNING",
-}
 _numbers = itertools.count(1)
 expect.set_options(timeout=UI_WAIT_MS)
-
-
-@dataclass(frozen=True)
-class WebUser:
-    id: int
-    email: str
-    name: str
-
-
-@dataclass(frozen=True)
-class Stack:
-    api_url: str
-    ws_url: str
-    node_id: str
 
 
 @pytest.fixture(scope="session")
@@ -207,20 +182,3 @@ def match_users(sessions: async_sessionmaker[AsyncSession]) -> Callable[..., Awa
             return conversation.id
 
     return match
-
-
-async def sign_in(context: BrowserContext, path: str, user: WebUser) -> Page:
-    """Open ``path`` and sign in through the page's form, as a person would."""
-    page = await context.new_page()
-    await page.goto(path)
-    await page.fill("#email", user.email)
-    await page.fill("#password", PASSWORD)
-    await page.click("#login-submit")
-    return page
-
-
-async def open_chat(context: BrowserContext, user: WebUser) -> Page:
-    """Sign in to the demo and wait until the socket is live (authenticated and synced)."""
-    page = await sign_in(context, "/demo", user)
-    await expect(page.locator("#conn")).to_have_attribute("data-state", "ready")
-    return page

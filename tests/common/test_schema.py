@@ -15,6 +15,8 @@ from common.models import Profile, User
 from tests.conftest import TEST_DB_URL, _with_path, alembic_config
 
 SCRATCH_DB = "mergemeet_migrations_check"
+# ``scratch_db_url`` reaches the test PostgreSQL without a service fixture.
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

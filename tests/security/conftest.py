@@ -4,41 +4,17 @@ the cross-user checks."""
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
-
 import httpx
 import pytest
-from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.models import Block, Notification, Report
-from tests.api.conftest import TestUser, UserFactory, user_factory
+from tests.api.conftest import user_factory
+from tests.api.support import UserFactory
 from tests.api.test_safety import make_match
+from tests.security.support import Victim, jpeg_bytes
 
 __all__ = ["Victim", "user_factory", "victim"]
-
-
-def jpeg_bytes(size: tuple[int, int] = (64, 48)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (20, 120, 200)).save(out, format="JPEG")
-    return out.getvalue()
-
-
-@dataclass(frozen=True, slots=True)
-class Victim:
-    """User A and an id of each kind of A's objects; ``friend`` is A's match, ``blocked`` the
-    user A blocked."""
-
-    user: TestUser
-    friend: TestUser
-    blocked: TestUser
-    photo_id: int
-    photo_key: str
-    match_id: int
-    cid: int
-    notification_id: int
-    report_id: int
 
 
 @pytest.fixture

@@ -1,0 +1,51 @@
+"""Where the test database and Redis are, and how the test database is built.
+
+``MM_TEST_DATABASE`` (default ``mergemeet_test``) and ``MM_TEST_REDIS_DB`` (default 1) name the
+suite's own database and Redis database on the servers of ``MM_DATABASE_URL`` and
+``MM_REDIS_URL``, so several suites can run side by side. Importing this module connects to
+nothing: ``tests/conftest.py`` builds the database only when a test that needs it runs.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from alembic.config import Config
+
+from tests.support import ROOT
+
+
+def with_path(url: str, path: str) -> str:
+    """``url`` with its path (the database name, or the Redis database number) replaced."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+_BASE_DB_URL = os.environ.get(
+    "MM_DATABASE_URL", "postgresql+asyncpg://mergemeet@127.0.0.1:55432/mergemeet"
+)
+_BASE_REDIS_URL = os.environ.get("MM_REDIS_URL", "redis://127.0.0.1:56379/0")
+TEST_DB = os.environ.get("MM_TEST_DATABASE", "mergemeet_test")
+TEST_REDIS_DB = int(os.environ.get("MM_TEST_REDIS_DB", "1"))
+TEST_DB_URL = with_path(_BASE_DB_URL, f"/{TEST_DB}")
+TEST_REDIS_URL = with_path(_BASE_REDIS_URL, f"/{TEST_REDIS_DB}")
+
+
+def alembic_config(database_url: str = TEST_DB_URL) -> Config:
+    """The project's alembic configuration, pointed at ``database_url``."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+async def recreate_database(name: str = TEST_DB, *, server_url: str = TEST_DB_URL) -> None:
+    """Drop database ``name`` (closing its connections) and create it empty."""
+    admin_dsn = with_path(server_url, "/postgres").replace("+asyncpg", "")
+    connection = await asyncpg.connect(admin_dsn)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
