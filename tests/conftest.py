@@ -84,7 +84,7 @@ def _services_of_marked_tests(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="session")
 def _database() -> Iterator[None]:
     """The fresh test database, migrated to head: built once, by the first test that needs it."""
-    asyncio.run(recreate_database())
+    asyncio.run(recreate_database(TEST_DB_URL, TEST_DB))
     command.upgrade(alembic_config(), "head")
     yield
 

@@ -9,19 +9,23 @@ nothing: ``tests/conftest.py`` builds the database only when a test that needs i
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 from alembic.config import Config
 
+# The benchmark prepares its database the same way: one implementation for both.
+from loadtest.stack import recreate_database
+from loadtest.stack import with_db_path as with_path
 from tests.support import ROOT
 
-
-def with_path(url: str, path: str) -> str:
-    """``url`` with its path (the database name, or the Redis database number) replaced."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
-
+__all__ = [
+    "TEST_DB",
+    "TEST_DB_URL",
+    "TEST_REDIS_DB",
+    "TEST_REDIS_URL",
+    "alembic_config",
+    "recreate_database",
+    "with_path",
+]
 
 _BASE_DB_URL = os.environ.get(
     "MM_DATABASE_URL", "postgresql+asyncpg://mergemeet@127.0.0.1:55432/mergemeet"
@@ -38,14 +42,3 @@ def alembic_config(database_url: str = TEST_DB_URL) -> Config:
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["database_url"] = database_url
     return config
-
-
-async def recreate_database(name: str = TEST_DB, *, server_url: str = TEST_DB_URL) -> None:
-    """Drop database ``name`` (closing its connections) and create it empty."""
-    admin_dsn = with_path(server_url, "/postgres").replace("+asyncpg", "")
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
