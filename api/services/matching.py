@@ -1,7 +1,8 @@
 """Likes, passes, matches and unmatch: the transitions between two people, race-safe.
 
 Owns the swipe rules and the creation and end of a match. A mutual like creates the match,
-its conversation, both memberships and both notifications in one transaction. Two likes of the
+its conversation, both memberships and both notifications in one transaction; a like that
+makes no match notifies its target (``like``, coalesced per liker while unread). Two likes of the
 same pair racing on two API processes are serialized by a transaction-scoped advisory lock on
 the ordered pair (taken after the swiper's own lock, always in that order, so no deadlock),
 and the unique ``(user_low_id, user_high_id)`` constraint with ``ON CONFLICT DO NOTHING`` is the
@@ -20,7 +21,18 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import ColumnElement, and_, case, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -58,6 +70,7 @@ LIKE_WINDOW: Final = dt.timedelta(days=1)
 #: A like moves its target's trust once per liker and this window, however often it is toggled.
 LIKED_TRUST_WINDOW_S: Final = 30 * 24 * 3600
 MATCH_NOTIFICATION: Final[NotificationKind] = "match"
+LIKE_NOTIFICATION: Final[NotificationKind] = "like"
 
 
 async def publish_after_commit(redis: Redis, *items: events.SafetyEvent) -> None:
@@ -173,9 +186,49 @@ async def swipe(
         )
     )
     if not liked_back:
+        notice = None
+        if previous != "like":
+            notice = await _notify_like(session, liker_id=user_id, target_id=target_id)
         await session.commit()
+        if notice is not None:
+            await publish_after_commit(redis, notice)
         return SwipeResult(target_id=target_id, kind="like", matched=False)
     return await _create_match(session, redis, low=low, high=high, target_id=target_id)
+
+
+async def _notify_like(
+    session: AsyncSession, *, liker_id: int, target_id: int
+) -> events.Notify | None:
+    """The ``like`` notification of a like that made no match, in the swipe's transaction.
+
+    Coalesced: none while the target still has an unread one from this liker (a like, pass,
+    like toggle notifies once until read). Race-free because the caller holds the pair's lock,
+    and block-safe because the caller has just checked that no block stands between the two
+    (a block takes the same lock). Returns the event to publish after the commit.
+    """
+    about = Notification.payload["user_id"].astext.cast(BigInteger)
+    unread = await session.scalar(
+        select(
+            exists().where(
+                Notification.user_id == target_id,
+                Notification.kind == LIKE_NOTIFICATION,
+                Notification.read_at.is_(None),
+                about == liker_id,
+            )
+        )
+    )
+    if unread:
+        return None
+    payload: dict[str, Any] = {"user_id": liker_id}
+    notification_id = await session.scalar(
+        insert(Notification)
+        .values(user_id=target_id, kind=LIKE_NOTIFICATION, payload=payload)
+        .returning(Notification.id)
+    )
+    assert notification_id is not None
+    return events.Notify(
+        user=target_id, id=notification_id, kind=LIKE_NOTIFICATION, payload=payload
+    )
 
 
 async def _check_like_cap(session: AsyncSession, settings: Settings, *, user_id: int) -> None:
