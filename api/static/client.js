@@ -1,9 +1,11 @@
 // MergeMeet reference client: the public REST API and the realtime protocol of docs/PROTOCOL.md.
 //
-// Owns: tokens (access token in memory only; the refresh token in sessionStorage so a reload of
-// this tab stays signed in — acceptable for a demo, a real app would use an HttpOnly cookie),
+// Owns: tokens (access token in memory only; the refresh token in IndexedDB under this tab's
+// session id, kept in sessionStorage, so a reload stays signed in and a duplicated tab shares the
+// session under a Web Lock — acceptable for a demo, a real app would use an HttpOnly cookie),
 // the socket (auth frame first, never a token in the URL), reconnection with jittered
-// exponential backoff then `sync`, the outbox of unacked sends (resent with the same cmid), and
+// exponential backoff then `sync`, the outbox of unacked sends (resent with the same cmid, and
+// optionally kept in sessionStorage across a reload), and
 // per-conversation message stores deduped and ordered by seq, with gap detection.
 // Must not: touch the DOM. The page (demo.js) listens to the events this emits.
 "use strict";
@@ -27,7 +29,55 @@ class ApiError extends Error {
   }
 }
 
+/**
+ * The refresh tokens of the tabs' sessions, in IndexedDB. Not localStorage: Chromium copies
+ * localStorage between renderer processes asynchronously, so a tab taking the refresh lock
+ * right after another could still read the token that one just rotated (and reusing it revokes
+ * the family). IndexedDB has one backend in the browser: a committed write is what every later
+ * transaction of any tab reads.
+ */
+const tokenStore = {
+  db: null,
+  open() {
+    if (!this.db) {
+      this.db = new Promise((resolve, reject) => {
+        const request = indexedDB.open("mm-sessions", 1);
+        request.onupgradeneeded = () => request.result.createObjectStore("refresh");
+        request.onsuccess = () => resolve(request.result);
+        request.onerror = () => reject(request.error);
+      });
+    }
+    return this.db;
+  },
+  async run(mode, fn) {
+    const db = await this.open();
+    return new Promise((resolve, reject) => {
+      const tx = db.transaction("refresh", mode);
+      const request = fn(tx.objectStore("refresh"));
+      tx.oncomplete = () => resolve(request.result);
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+  },
+  get(key) {
+    return this.run("readonly", (store) => store.get(key));
+  },
+  put(key, value) {
+    return this.run("readwrite", (store) => store.put(value, key));
+  },
+  delete(key) {
+    return this.run("readwrite", (store) => store.delete(key));
+  },
+};
+
 class Api {
+  // Per-tab sessions: sessionStorage[storageKey] holds this tab's session id (a reload keeps
+  // it; "Duplicate tab" copies it, so the copy joins the same session), and the token store
+  // that session's current refresh token, shared by every tab of the session. Refresh tokens
+  // rotate and a reused one revokes the whole family, so a refresh runs under a Web Lock named
+  // by the session and reads the token inside it: tabs take turns, each uses the token the
+  // previous one stored, and none ever reuses a rotated token. Two sign-ins in two tabs
+  // (Alice here, Bob there) are two sessions that never meet.
   constructor(onSignedOut, storageKey = "mm.refresh") {
     this.access = null;
     this.storageKey = storageKey;
@@ -35,18 +85,52 @@ class Api {
     this.refreshing = null;
   }
 
-  get refreshToken() {
+  get sid() {
     return sessionStorage.getItem(this.storageKey);
   }
 
-  setPair(pair) {
-    this.access = pair.access_token;
-    sessionStorage.setItem(this.storageKey, pair.refresh_token);
+  /** Whether this tab has a session to resume (its refresh token may still have ended). */
+  get hasSession() {
+    return this.sid !== null;
   }
 
-  clear() {
+  get tokenKey() {
+    const sid = this.sid;
+    return sid ? `${this.storageKey}:${sid}` : null;
+  }
+
+  async readRefreshToken() {
+    const key = this.tokenKey;
+    if (!key) return null;
+    const token = await tokenStore.get(key);
+    return typeof token === "string" ? token : null;
+  }
+
+  /** A new sign-in: a new session id for this tab, then its tokens. */
+  async startSession(pair) {
+    await this.clear();
+    sessionStorage.setItem(this.storageKey, newId("s"));
+    await this.setPair(pair);
+  }
+
+  async setPair(pair) {
+    this.access = pair.access_token;
+    if (!this.sid) sessionStorage.setItem(this.storageKey, newId("s"));
+    await tokenStore.put(this.tokenKey, pair.refresh_token);
+  }
+
+  async clear() {
     this.access = null;
+    const key = this.tokenKey;
     sessionStorage.removeItem(this.storageKey);
+    if (key) await tokenStore.delete(key).catch(() => {});
+  }
+
+  /** Run `fn` holding this session's refresh lock (every tab of the session takes turns). */
+  withSessionLock(fn) {
+    const key = this.tokenKey;
+    if (!key || !navigator.locks) return fn();
+    return navigator.locks.request(`${key}:refresh`, fn);
   }
 
   async raw(method, path, body, token) {
@@ -69,29 +153,30 @@ class Api {
   }
 
   async login(email, password) {
-    this.setPair(await this.raw("POST", "/api/auth/login", { email, password }));
+    await this.startSession(await this.raw("POST", "/api/auth/login", { email, password }));
   }
 
   async register(email, password) {
-    this.setPair(await this.raw("POST", "/api/auth/register", { email, password }));
+    await this.startSession(await this.raw("POST", "/api/auth/register", { email, password }));
   }
 
   /** One refresh at a time: concurrent callers share it (a reused refresh token revokes all). */
   refresh() {
     if (!this.refreshing) {
-      this.refreshing = (async () => {
-        const token = this.refreshToken;
+      this.refreshing = this.withSessionLock(async () => {
+        const token = await this.readRefreshToken(); // inside the lock: the session's newest
         if (!token) throw new ApiError(401, "not_authenticated", "signed out");
         try {
-          this.setPair(await this.raw("POST", "/api/auth/refresh", { refresh_token: token }));
+          // Stored before the lock is released, so the next tab's read sees the rotation.
+          await this.setPair(await this.raw("POST", "/api/auth/refresh", { refresh_token: token }));
         } catch (err) {
           if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
-            this.clear();
+            await this.clear();
             this.onSignedOut("session ended");
           }
           throw err;
         }
-      })().finally(() => {
+      }).finally(() => {
         this.refreshing = null;
       });
     }
@@ -111,13 +196,13 @@ class Api {
   }
 
   async logout() {
-    const token = this.refreshToken;
+    const token = await this.readRefreshToken().catch(() => null);
     if (token && this.access) {
       await this.raw("POST", "/api/auth/logout", { refresh_token: token }, this.access).catch(
         () => {},
       );
     }
-    this.clear();
+    await this.clear();
   }
 }
 
@@ -157,10 +242,14 @@ class Conversation {
   }
 }
 
-function newCmid() {
+function newId(prefix) {
   const bytes = new Uint8Array(12);
   crypto.getRandomValues(bytes);
-  return "w" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return prefix + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function newCmid() {
+  return newId("w");
 }
 
 /**
@@ -170,7 +259,11 @@ function newCmid() {
  * error {frame}.
  */
 class Realtime {
-  constructor(url, api) {
+  /**
+   * `outboxKey`: a sessionStorage key that keeps the outbox across a reload of the tab; the
+   * reloaded page resends each item with its original cmid, so nothing is stored twice.
+   */
+  constructor(url, api, outboxKey = null) {
     this.url = url;
     this.api = api;
     this.me = null;
@@ -183,6 +276,8 @@ class Realtime {
     this.stopped = false;
     this.conversations = new Map();
     this.outbox = new Map(); // cmid -> {cid, cmid, body, sentAt, state: pending|failed, error}
+    this.outboxKey = outboxKey;
+    this.loadOutbox();
     this.handlers = new Map();
     this.typingSent = new Map(); // cid -> {at, timer}
     this.ridCounter = 0;
@@ -200,7 +295,49 @@ class Realtime {
   }
 
   emit(name, detail) {
+    if (name === "outbox") this.saveOutbox(); // every outbox change is announced this way
     for (const fn of this.handlers.get(name) || []) fn(detail);
+  }
+
+  loadOutbox() {
+    if (!this.outboxKey) return;
+    let saved = [];
+    try {
+      saved = JSON.parse(sessionStorage.getItem(this.outboxKey) || "[]");
+    } catch (err) {
+      saved = [];
+    }
+    for (const item of Array.isArray(saved) ? saved : []) {
+      if (!item || typeof item.cmid !== "string" || typeof item.body !== "string") continue;
+      const state = item.state === "failed" ? "failed" : "pending";
+      this.outbox.set(item.cmid, {
+        cid: Number(item.cid),
+        cmid: item.cmid,
+        body: item.body,
+        sentAt: 0, // unknown outcome: resent after the first sync, with the same cmid
+        state,
+        note: String(item.note || ""),
+      });
+    }
+  }
+
+  saveOutbox() {
+    if (!this.outboxKey) return;
+    const items = [...this.outbox.values()].map(({ cid, cmid, body, state, note }) => ({
+      cid,
+      cmid,
+      body,
+      state,
+      note,
+    }));
+    if (items.length) sessionStorage.setItem(this.outboxKey, JSON.stringify(items));
+    else sessionStorage.removeItem(this.outboxKey);
+  }
+
+  /** Forget the saved outbox (sign-out). */
+  dropOutbox() {
+    this.outbox.clear();
+    if (this.outboxKey) sessionStorage.removeItem(this.outboxKey);
   }
 
   setState(state, detail = "") {
@@ -279,7 +416,7 @@ class Realtime {
     if (code === 1009 || (code >= 4100 && code <= 4199)) {
       this.setState("closed", `closed by the server (${code} ${reason || ""})`.trim());
       if (code === 4100 || code === 4101 || code === 4103) {
-        this.api.clear();
+        this.api.clear().catch(() => {});
         this.api.onSignedOut(`signed out by the server (${code})`);
       }
       return;

@@ -65,7 +65,7 @@
           display_name: $("display-name").value.trim(),
           birth_date: $("birth-date").value,
           gender: $("gender").value,
-        }).then((pair) => api.setPair(pair));
+        }).then((pair) => api.startSession(pair));
       } else {
         await api.login(email, password);
       }
@@ -79,6 +79,7 @@
   });
 
   $("logout").addEventListener("click", async () => {
+    if (rt) rt.dropOutbox();
     if (rt) rt.stop();
     rt = null;
     await api.logout();
@@ -103,7 +104,8 @@
     $("who").hidden = false;
     $("me-name").textContent = me.email;
     document.title = `MergeMeet · ${me.email}`;
-    rt = new Realtime(config.realtime_url, api);
+    // The outbox is this tab's and this account's: a reload resends it with the same cmids.
+    rt = new Realtime(config.realtime_url, api, `mm.demo.outbox:${me.id}`);
     rt.on("state", ({ state, detail }) => {
       setConn(state, detail);
       onConnection(state);
@@ -224,21 +226,10 @@
     const c = rt.conversation(cid);
     if (c.held === null) {
       const page = await api.call("GET", `/api/conversations/${cid}/messages?limit=${HISTORY_LIMIT}`);
-      for (const m of page.messages) {
-        c.add({
-          cid,
-          seq: m.seq,
-          id: m.id,
-          sender: m.sender_id,
-          cmid: m.cmid,
-          body: m.body || "",
-          kind: m.kind,
-          time: Date.parse(m.created_at),
-          deleted: m.deleted,
-        });
-      }
+      addHistory(c, page);
       // The page is the newest at query time: everything up to its top is held from here on.
       c.held = page.messages.length ? page.messages.at(-1).seq : 0;
+      c.moreBefore = page.has_more; // older pages are fetched on scrolling to the top
       while (c.bySeq.has(c.held + 1)) c.held += 1;
       if (rt.state === "ready" || rt.state === "syncing") rt.syncNow(cid); // committed since the page
     }
@@ -246,6 +237,54 @@
     rt.markRead(cid);
     $("draft").focus();
   }
+
+  function addHistory(c, page) {
+    for (const m of page.messages) {
+      c.add({
+        cid: c.cid,
+        seq: m.seq,
+        id: m.id,
+        sender: m.sender_id,
+        cmid: m.cmid,
+        body: m.body || "",
+        kind: m.kind,
+        time: Date.parse(m.created_at),
+        deleted: m.deleted,
+      });
+    }
+  }
+
+  // -- scroll-back: older pages by REST, before the lowest seq shown ------------------------------
+
+  let loadingEarlier = false;
+
+  async function loadEarlier() {
+    if (openCid === null || loadingEarlier) return;
+    const cid = openCid;
+    const c = rt.conversation(cid);
+    if (!c.moreBefore || !c.bySeq.size) return;
+    loadingEarlier = true;
+    try {
+      const lowest = Math.min(...c.bySeq.keys());
+      const page = await api.call(
+        "GET",
+        `/api/conversations/${cid}/messages?before=${lowest}&limit=${HISTORY_LIMIT}`,
+      );
+      addHistory(c, page);
+      c.moreBefore = page.has_more && page.messages.length > 0;
+      if (cid !== openCid) return;
+      // Keep the message that was at the top where it was on the screen.
+      const list = $("messages");
+      const fromBottom = list.scrollHeight - list.scrollTop;
+      renderMessages({ keepBottomOffset: fromBottom });
+    } finally {
+      loadingEarlier = false;
+    }
+  }
+
+  $("messages").addEventListener("scroll", () => {
+    if ($("messages").scrollTop < 40) loadEarlier().catch(() => {});
+  });
 
   function renderPeerStatus() {
     const item = matches.get(openCid);
@@ -264,12 +303,30 @@
     return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   }
 
-  function renderMessages() {
+  function renderMessages({ keepBottomOffset = null } = {}) {
     const list = $("messages");
     if (openCid === null) return;
     const c = rt.conversation(openCid);
     const stick = list.scrollTop + list.clientHeight >= list.scrollHeight - 40;
     list.replaceChildren();
+    if (c.moreBefore) {
+      const more = document.createElement("li");
+      more.className = "history-more muted small";
+      more.id = "load-earlier";
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "link";
+      button.textContent = loadingEarlier ? "loading earlier messages…" : "load earlier messages";
+      button.addEventListener("click", () => loadEarlier().catch(() => {}));
+      more.append(button);
+      list.append(more);
+    } else if (c.held !== null && c.bySeq.size) {
+      const start = document.createElement("li");
+      start.className = "history-start muted small";
+      start.id = "history-start";
+      start.textContent = "the beginning of your conversation";
+      list.append(start);
+    }
     const ordered = c.ordered();
     let lastMine = null;
     for (const m of ordered) if (m.sender === rt.me) lastMine = m.seq;
@@ -323,7 +380,9 @@
       li.append(body, meta);
       list.append(li);
     }
-    if (stick || ordered.length + rt.pendingFor(openCid).length < 20) {
+    if (keepBottomOffset !== null) {
+      list.scrollTop = list.scrollHeight - keepBottomOffset;
+    } else if (stick || ordered.length + rt.pendingFor(openCid).length < 20) {
       list.scrollTop = list.scrollHeight;
     }
   }
@@ -415,7 +474,7 @@
     rt = null;
     showLogin(why);
   }, "mm.demo.refresh");
-  if (api.refreshToken) {
+  if (api.hasSession) {
     api
       .refresh()
       .then(enter)

@@ -125,7 +125,7 @@
     signedOut("");
   });
 
-  if (api.refreshToken) {
+  if (api.hasSession) {
     api.refresh().then(enter).catch(() => signedOut(""));
   } else {
     signedOut("");
