@@ -16,8 +16,8 @@ from api.services import moderation
 from common.models import ModerationLog, ModerationWord, Profile, TrustEvent, User
 from common.settings import Settings
 from common.trust import TRUST_DEFAULT, TRUST_DELTAS
+from tests.api.auth_support import bearer, code_in, fresh_email, fresh_ip, register, wait_for_mail
 from tests.api.conftest import TestUser, UserFactory
-from tests.api.test_auth import bearer, code_in, fresh_email, fresh_ip, register, wait_for_mail
 from tests.api.test_safety import trust_of
 
 REJECTED, WARNED = "qzvrejectword", "qzvwarnword"

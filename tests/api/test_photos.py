@@ -22,8 +22,8 @@ from api.seed import seed_interests
 from api.services.storage import media_dir
 from common.models import Block, Photo
 from common.settings import Settings
+from tests.api.auth_support import bearer, field_errors, login
 from tests.api.conftest import TEST_PASSWORD, UserFactory
-from tests.api.test_auth import bearer, field_errors, login
 
 GPS = ExifTags.IFD.GPSInfo
 

@@ -15,8 +15,8 @@ from api.seed import INTERESTS, seed_interests
 from api.services.ratelimit import hits
 from common.geo import snap
 from common.models import Block, Profile, User
+from tests.api.auth_support import field_errors
 from tests.api.conftest import UserFactory
-from tests.api.test_auth import field_errors
 
 PUBLIC_FIELDS = {
     "user_id",

@@ -3,7 +3,7 @@ password reset, and a 429 from every rate-limited surface that tests/api does no
 
 Already covered elsewhere and not repeated here: refresh-token reuse revoking the family, login
 bodies and timing for unknown vs known emails, throttling that cannot lock the owner out
-(tests/api/test_auth.py); upload bomb, GIF, text named .jpg and GPS EXIF
+(tests/api/test_auth_*.py); upload bomb, GIF, text named .jpg and GPS EXIF
 (tests/api/test_photos.py); admin routes refusing non-admins over the route table
 (tests/api/test_admin.py); limits on register, login, reset request per email, location, reports
 and the daily like cap (their own test files).
@@ -25,8 +25,8 @@ from api.services.ratelimit import hits
 from common.models import User
 from common.settings import Settings
 from common.tokens import KeySet, issue_token
+from tests.api.auth_support import fresh_ip
 from tests.api.conftest import UserFactory
-from tests.api.test_auth import fresh_ip
 from tests.tokens_support import alg_none, claims, hs256_with_public_key, oversized, signed
 
 Forge = Callable[[KeySet, Settings, int], str]
