@@ -47,11 +47,10 @@ async def recreate_database(database_url: str, name: str) -> str:
     return with_db_path(database_url, f"/{name}")
 
 
-def migrate(database_url: str) -> None:
+def migrate(database_url: str, revision: str = "head") -> None:
     env = os.environ | {"MM_DATABASE_URL": database_url}
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env, check=True
-    )
+    argv = [sys.executable, "-m", "alembic", "upgrade", revision]
+    subprocess.run(argv, cwd=ROOT, env=env, check=True)  # noqa: S603 - fixed argv, our revision
 
 
 def free_port() -> int:
