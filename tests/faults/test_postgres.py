@@ -52,10 +52,13 @@ async def _run_outage(
     seed: int,
     break_it: object,
     mend_it: object,
+    outage: float = OUTAGE,
 ) -> tuple[Verdict, History, dict[str, float]]:
     assert callable(break_it) and callable(mend_it)
     a, b = cluster.node("a"), cluster.node("b")
     urls = [cluster.url(a), cluster.url(b)]
+    assert a.proc is not None and b.proc is not None
+    pids = (a.proc.pid, b.proc.pid)
     workload, peers, history = await world.workload(urls, seed=seed, interval=TICK, burst=2)
     workload.start()
     try:
@@ -65,9 +68,10 @@ async def _run_outage(
         # pg_ctl returns once the server is gone (SIGSTOP at once): commits answered before that
         # are real acks, and their frames may take a moment to reach a client on a busy box.
         down_at = time.monotonic()
-        await asyncio.sleep(OUTAGE)
+        await asyncio.sleep(outage)
         acks_in_outage = sum(down_at + 10 * TICK < t for t in history.ack_times)
-        mend_it()
+        mend_at = time.monotonic()
+        await asyncio.to_thread(mend_it)  # pg_ctl start -w: includes crash recovery, if any
         back_at = time.monotonic()
         first = await workload.acks_since(back_at, 20)
         await asyncio.sleep(10 * TICK)
@@ -76,10 +80,14 @@ async def _run_outage(
         await workload.close()
     assert a.proc is not None and b.proc is not None
     assert a.proc.poll() is None and b.proc.poll() is None, "a node died with PostgreSQL"
+    assert (a.proc.pid, b.proc.pid) == pids, "a node was restarted"
     verdict = await check(pdb, history, peers)
     figures = {
+        "outage_s": round(back_at - down_at, 2),
         "acks_during_outage": acks_in_outage,
+        "postgres_start_s": round(back_at - mend_at, 2),
         "first_ack_after_return_s": round(first - back_at, 2),
+        "recovered_after_restart_began_s": round(first - mend_at, 2),
     }
     return verdict, history, figures
 
