@@ -30,10 +30,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    literal_column,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -176,15 +178,63 @@ class Swipe(Base):
     created_at: Mapped[dt.datetime] = _now()
 
 
+class Message(Base):
+    """One chat message; ``(conversation_id, seq)`` is its place in the gapless order."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("sender_id", "cmid", name="uq_messages_sender_cmid"),
+        CheckConstraint(_in("kind", MESSAGE_KINDS), name="kind"),
+    )
+
+    # No foreign keys (migration 0005): the batch function, the only writer, checks under the
+    # conversation's row lock that the sender is a member; conversations and users are never
+    # deleted (closed, anonymised). Per-row FK triggers were a third of a big batch's cost.
+    conversation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    # Kept when an account is deleted (users are anonymised, not removed).
+    sender_id: Mapped[int] = mapped_column(BigInteger)
+    cmid: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16), server_default=text("'text'"))
+    created_at: Mapped[dt.datetime] = _now()
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+def top_seq(conversation_id: Any) -> Any:
+    """The conversation's newest ``seq`` (0 when empty): one backward probe of the messages key.
+
+    Read it in a statement after taking the conversation's row lock, never in the locking one
+    itself: in READ COMMITTED a ``SELECT ... FOR UPDATE`` that waited for the lock still sees
+    messages as of before it waited.
+    """
+    return (
+        select(func.coalesce(func.max(Message.seq), literal_column("0")))
+        .where(Message.conversation_id == conversation_id)
+        .correlate_except(Message)
+        .scalar_subquery()
+    )
+
+
 class Conversation(Base):
     __tablename__ = "conversations"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    last_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
-    last_message_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = _now()
     # Set by unmatch or block: no more sends, history hidden from both members.
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Derived, read-only (migration 0005 dropped the stored columns the writer kept updating):
+    # the newest message's seq and time, each one backward probe of the messages primary key.
+    last_seq: Mapped[int] = column_property(top_seq(id))
+    last_message_at: Mapped[dt.datetime | None] = column_property(
+        select(Message.created_at)
+        .where(Message.conversation_id == id)
+        .order_by(Message.seq.desc())
+        .limit(1)
+        .correlate_except(Message)
+        .scalar_subquery()
+    )
 
 
 class Match(Base):
@@ -219,31 +269,20 @@ class ConversationMember(Base):
         BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     last_read_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
-    unread_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     joined_at: Mapped[dt.datetime] = _now()
-
-
-class Message(Base):
-    """One chat message; ``(conversation_id, seq)`` is its place in the gapless order."""
-
-    __tablename__ = "messages"
-    __table_args__ = (
-        UniqueConstraint("sender_id", "cmid", name="uq_messages_sender_cmid"),
-        CheckConstraint(_in("kind", MESSAGE_KINDS), name="kind"),
+    # Derived, read-only (migration 0005): others' messages after the read mark, not deleted,
+    # counted over the primary-key range (conversation_id, seq > last_read_seq).
+    unread_count: Mapped[int] = column_property(
+        select(func.count())
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.seq > last_read_seq,
+            Message.sender_id != user_id,
+            Message.deleted_at.is_(None),
+        )
+        .correlate_except(Message)
+        .scalar_subquery()
     )
-
-    conversation_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
-    )
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
-    # Kept when an account is deleted (users are anonymised, not removed).
-    sender_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
-    cmid: Mapped[str] = mapped_column(String(64))
-    body: Mapped[str] = mapped_column(Text)
-    kind: Mapped[str] = mapped_column(String(16), server_default=text("'text'"))
-    created_at: Mapped[dt.datetime] = _now()
-    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Block(Base):

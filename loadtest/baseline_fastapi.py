@@ -22,11 +22,11 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from common.db import make_engine, make_sessionmaker
-from common.models import Conversation, ConversationMember, Message
+from common.models import Conversation, ConversationMember, Message, top_seq
 from common.settings import get_settings
 from common.tokens import TokenError, keyset_from_settings, verify_token
 
@@ -53,9 +53,11 @@ async def _store(user_id: int, frame: dict[str, Any]) -> tuple[int, list[int]] |
         )
         if user_id not in members:
             return None
-        conversation = await session.get(Conversation, cid, with_for_update=True)
-        assert conversation is not None
-        seq = conversation.last_seq + 1
+        # Lock the conversation, then read its top seq in a statement of its own (top_seq).
+        await session.execute(
+            select(Conversation.id).where(Conversation.id == cid).with_for_update()
+        )
+        seq = int(await session.scalar(select(top_seq(cid))) or 0) + 1
         session.add(
             Message(
                 conversation_id=cid,
@@ -64,9 +66,6 @@ async def _store(user_id: int, frame: dict[str, Any]) -> tuple[int, list[int]] |
                 cmid=str(frame["cmid"]),
                 body=str(frame["body"]),
             )
-        )
-        await session.execute(
-            update(Conversation).where(Conversation.id == cid).values(last_seq=seq)
         )
     return seq, members
 

@@ -7,6 +7,7 @@ and its unit tests can use them without any service.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Protocol
 
 from common.codes import Err
@@ -54,6 +55,19 @@ class SendRequest:
     peers: tuple[int, ...]
     #: When the frame arrived (epoch s): the send-to-ack latency metric starts here.
     received_at: float = 0.0
+
+
+class BatchStatus(IntEnum):
+    """``status`` of an outcome row of ``mm_commit_batch``.
+
+    The same table as ``STATUSES`` of the newest write-path migration (a test checks).
+    """
+
+    STORED_NOW = 0
+    STORED_BEFORE = 1  # a resend: the (sender, cmid) was already stored, with this body
+    CMID_CONFLICT = 2  # the (sender, cmid) was stored with another conversation, body or kind
+    NOT_MEMBER = 3
+    CLOSED = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,10 +105,10 @@ class Node:
         except BrokerUnavailable:
             version, redis_up = None, False
         try:
-            state = await self.store.user_state(user)
+            state, memberships = await self._account(user)
             db_up = True
         except StoreUnavailable:
-            state, db_up = None, False
+            state, memberships, db_up = None, None, False
         if db_up and (state is None or state.disabled):
             return Close.ACCOUNT_DISABLED
         if state is not None:
@@ -121,24 +121,27 @@ class Node:
             return Close.UNAVAILABLE
         if claims.token_version != version:
             return Close.REVOKED
-        memberships = await self.memberships(user) if db_up else None
         # No await from here to the caller's attach: an event applied meanwhile is seen here.
         if self.admission is not None and (refused := self.admission(user, version, state)):
             return refused
         return claims, memberships
 
     async def memberships(self, user: int) -> Memberships | None:
-        memberships = None
+        """The user's memberships, or None while PostgreSQL is down."""
+        try:
+            return (await self._account(user))[1]
+        except StoreUnavailable:
+            return None
+
+    async def _account(self, user: int) -> tuple[UserState | None, Memberships]:
+        """One read of the user's row and memberships, read again (up to three times in all)
+        if a block/unmatch/match was applied while it was in flight."""
         for _attempt in range(3):
-            # Read again if a block/unmatch/match was applied while this read was in flight.
             epoch = self.membership_epoch
-            try:
-                memberships = await self.store.memberships(user)
-            except StoreUnavailable:
-                return None
+            account = await self.store.account(user)
             if epoch == self.membership_epoch:
                 break
-        return memberships
+        return account
 
     # -- connections -------------------------------------------------------------------------
 

@@ -90,7 +90,7 @@ def minute_ms(now: float) -> int:
 
 def visible(memberships: Memberships | None, subject: int) -> bool:
     """May the owner of ``memberships`` see ``subject``'s presence? (Shared open conversation,
-    no block either way; the block set is symmetric, see ``store.BLOCKS_SQL``.)"""
+    no block either way; the block set is symmetric, see ``store.ACCOUNT_SQL``.)"""
     if memberships is None or subject in memberships.blocked:
         return False
     return any(subject in peers for peers in memberships.peers.values())

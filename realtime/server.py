@@ -118,7 +118,12 @@ class Services:
             stats=lambda: (hub.socket_count, hub.user_count),
         )
         writer = BatchWriter(
-            pool, batch_max=settings.batch_max, timeout_s=timeout, on_done=lambda _o: None
+            pool,
+            batch_max=settings.batch_max,
+            timeout_s=timeout,
+            on_done=lambda _o: None,
+            flushers=settings.batch_flushers,
+            wait_s=settings.batch_wait_ms / 1000,
         )
         node = Node(
             config=protocol_config(settings, node_id),

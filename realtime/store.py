@@ -36,8 +36,8 @@ UNAVAILABLE_ERRORS: Final = (
 #: Every table and column the realtime SQL touches (checked against common.models by a test).
 COLUMNS: Final = {
     "users": {"id", "token_version", "is_active", "banned_until", "deleted_at", "trust_score"},
-    "conversations": {"id", "last_seq", "last_message_at", "closed_at"},
-    "conversation_members": {"conversation_id", "user_id", "last_read_seq", "unread_count"},
+    "conversations": {"id", "closed_at"},
+    "conversation_members": {"conversation_id", "user_id", "last_read_seq"},
     "messages": {
         "conversation_id",
         "seq",
@@ -52,29 +52,31 @@ COLUMNS: Final = {
     "blocks": {"blocker_id", "blocked_id"},
 }
 
-USER_SQL: Final = """
-SELECT token_version,
-       (NOT is_active OR deleted_at IS NOT NULL OR coalesce(banned_until > now(), false)),
-       trust_score
-FROM users WHERE id = $1
-"""
-
-MEMBERSHIPS_SQL: Final = """
-SELECT me.conversation_id,
-       coalesce(array_agg(other.user_id) FILTER (WHERE other.user_id IS NOT NULL), '{}')
-FROM conversation_members me
-JOIN conversations c ON c.id = me.conversation_id AND c.closed_at IS NULL
-LEFT JOIN conversation_members other
-       ON other.conversation_id = me.conversation_id AND other.user_id <> me.user_id
-WHERE me.user_id = $1
-GROUP BY me.conversation_id
-"""
-
-# Symmetric, as api/services/relations.py: either direction hides the two from each other.
-BLOCKS_SQL: Final = """
-SELECT blocked_id FROM blocks WHERE blocker_id = $1
-UNION
-SELECT blocker_id FROM blocks WHERE blocked_id = $1
+#: Everything authentication needs, in one round trip: the ``users`` columns that decide
+#: whether a token may be used (a missing user gives NULLs), the open conversations with their
+#: other members as parallel arrays (a conversation with no other member has a NULL there), and
+#: the block peers, symmetric as in api/services/relations.py (either direction hides the two
+#: from each other). Membership refreshes read the same statement.
+ACCOUNT_SQL: Final = """
+SELECT u.token_version,
+       (NOT u.is_active OR u.deleted_at IS NOT NULL OR coalesce(u.banned_until > now(), false)),
+       u.trust_score,
+       m.cids,
+       m.others,
+       ARRAY(SELECT b.blocked_id FROM blocks b WHERE b.blocker_id = q.id
+             UNION
+             SELECT b.blocker_id FROM blocks b WHERE b.blocked_id = q.id)
+FROM (SELECT $1::bigint AS id) q
+LEFT JOIN users u ON u.id = q.id
+CROSS JOIN LATERAL (
+    SELECT coalesce(array_agg(me.conversation_id), '{}') AS cids,
+           coalesce(array_agg(other.user_id), '{}') AS others
+    FROM conversation_members me
+    JOIN conversations c ON c.id = me.conversation_id AND c.closed_at IS NULL
+    LEFT JOIN conversation_members other
+           ON other.conversation_id = me.conversation_id AND other.user_id <> me.user_id
+    WHERE me.user_id = q.id
+) m
 """
 
 # One page across conversations, in (conversation, seq) order; the membership and open state are
@@ -94,7 +96,7 @@ ORDER BY m.conversation_id, m.seq
 LIMIT $3
 """
 
-STATEMENTS: Final = (USER_SQL, MEMBERSHIPS_SQL, BLOCKS_SQL, SYNC_SQL)
+STATEMENTS: Final = (ACCOUNT_SQL, SYNC_SQL)
 
 
 class StoreUnavailable(Exception):
@@ -112,10 +114,10 @@ async def create_pool(dsn: str, *, max_size: int, timeout_s: float) -> asyncpg.P
     Every statement is also a lookup by key, so the sessions never scan a table from end to end
     (``enable_seqscan=off``): each message's foreign-key checks (PostgreSQL's own queries, which
     take no hint) were planned as sequential scans of ``conversations`` while it was small, and
-    every committed batch leaves dead row versions there (``last_seq``), so those scans grew
-    with every batch. One node slowed run after run (send->ack p50 7 -> 25 ms over five 8 s runs
-    at 12,000/s; its flusher backends spent 5 % of their CPU in sequential scans in the first run
-    and 21 % in the fifth); with index probes it stays flat (docs/BENCHMARKS.md).
+    every committed batch left dead row versions there (0004 updated ``last_seq``), so those
+    scans grew with every batch. One node slowed run after run (send->ack p50 7 -> 25 ms over
+    five 8 s runs at 12,000/s; its flusher backends spent 5 % of their CPU in sequential scans in
+    the first run and 21 % in the fifth); with index probes it stays flat (docs/BENCHMARKS.md).
     """
     return await asyncpg.create_pool(
         dsn,
@@ -133,27 +135,34 @@ class Store:
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record], *, timeout_s: float) -> None:
         self.pool, self.timeout_s = pool, timeout_s
 
-    async def user_state(self, user_id: int) -> UserState | None:
-        """``None`` when the user does not exist."""
+    async def account(self, user_id: int) -> tuple[UserState | None, Memberships]:
+        """The user's token state (``None`` when the user does not exist) and memberships."""
         try:
             async with self.pool.acquire(timeout=self.timeout_s) as con:
-                row = await con.fetchrow(USER_SQL, user_id)
+                row = await con.fetchrow(ACCOUNT_SQL, user_id)
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
-        return None if row is None else UserState(int(row[0]), bool(row[1]), int(row[2]))
-
-    async def memberships(self, user_id: int) -> Memberships:
-        try:
-            async with self.pool.acquire(timeout=self.timeout_s) as con:
-                rows = await con.fetch(MEMBERSHIPS_SQL, user_id)
-                blocked = await con.fetch(BLOCKS_SQL, user_id)
-        except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-        return Memberships(
-            peers={int(r[0]): tuple(int(u) for u in r[1]) for r in rows},
-            blocked=frozenset(int(r[0]) for r in blocked),
+        assert row is not None  # one row, whether or not the user exists
+        version, disabled, trust, cids, others, blocked = row
+        state = None if version is None else UserState(int(version), bool(disabled), int(trust))
+        peers: dict[int, list[int]] = {}
+        for cid, other in zip(cids, others, strict=True):
+            members = peers.setdefault(int(cid), [])
+            if other is not None:
+                members.append(int(other))
+        memberships = Memberships(
+            peers={cid: tuple(members) for cid, members in peers.items()},
+            blocked=frozenset(int(u) for u in blocked),
             loaded_at=time.time(),
         )
+        return state, memberships
+
+    async def user_state(self, user_id: int) -> UserState | None:
+        """``None`` when the user does not exist."""
+        return (await self.account(user_id))[0]
+
+    async def memberships(self, user_id: int) -> Memberships:
+        return (await self.account(user_id))[1]
 
     async def sync_page(
         self, user_id: int, positions: dict[int, int], limit: int

@@ -201,7 +201,9 @@ def downgrade() -> None:
         "ALTER TABLE conversations ADD COLUMN last_seq bigint NOT NULL DEFAULT 0,"
         " ADD COLUMN last_message_at timestamptz"
     )
-    op.execute("ALTER TABLE conversation_members ADD COLUMN unread_count integer NOT NULL DEFAULT 0")
+    op.execute(
+        "ALTER TABLE conversation_members ADD COLUMN unread_count integer NOT NULL DEFAULT 0"
+    )
     op.execute(
         "UPDATE conversations c SET last_seq = m.seq, last_message_at = m.created_at"
         " FROM (SELECT DISTINCT ON (conversation_id) conversation_id, seq, created_at"
@@ -213,9 +215,7 @@ def downgrade() -> None:
         " SELECT count(*) FROM messages m WHERE m.conversation_id = cm.conversation_id"
         " AND m.seq > cm.last_read_seq AND m.sender_id <> cm.user_id AND m.deleted_at IS NULL)"
     )
-    op.create_foreign_key(
-        "fk_messages_sender_id_users", "messages", "users", ["sender_id"], ["id"]
-    )
+    op.create_foreign_key("fk_messages_sender_id_users", "messages", "users", ["sender_id"], ["id"])
     op.create_foreign_key(
         "fk_messages_conversation_id_conversations",
         "messages",

@@ -12,10 +12,11 @@ History is deliberately one simple statement that the realtime ``sync`` shares i
 both served by the primary key ``(conversation_id, seq)``. A deleted message keeps its ``seq``
 (the order stays gapless) but its body is never returned.
 
-Unread counts follow one rule, shared with the realtime writer: ``unread_count`` is the number
-of messages after ``last_read_seq`` that others sent and that are not deleted. Reads and deletes
-lock the conversation row first (as the realtime batch writer does before it touches member
-rows), so a concurrent send cannot slip between the count and the update.
+Unread counts follow one rule: ``unread_count`` is the number of messages after
+``last_read_seq`` that others sent and that are not deleted, counted when read
+(``common.models.ConversationMember.unread_count``; nothing stores it). Read marks lock the
+conversation row first, as the realtime batch writer does, so a concurrent send cannot slip
+between reading ``last_seq`` and moving the mark.
 
 Must not: send messages (the realtime server owns sends and ``seq``), or publish before commit.
 """
@@ -49,7 +50,7 @@ from api.services.matching import (
 )
 from api.services.relations import blocked_between
 from common import events
-from common.models import Conversation, ConversationMember, Message, Profile, User
+from common.models import Conversation, ConversationMember, Message, Profile, User, top_seq
 
 _NOT_FOUND = "no such conversation"
 
@@ -60,10 +61,8 @@ def _open_membership(user_id: int, conversation_id: int, *, lock: bool) -> Any:
     other = aliased(ConversationMember)
     query = (
         select(
-            Conversation.last_seq,
             me.last_read_seq,
             other.user_id.label("other_id"),
-            other.last_read_seq.label("other_read_seq"),
         )
         .select_from(Conversation)
         .join(me, and_(me.conversation_id == Conversation.id, me.user_id == user_id))
@@ -191,26 +190,13 @@ def _message_out(message: Message) -> MessageOut:
     )
 
 
-def _unread_after(conversation_id: int, user_id: int, seq: int) -> Any:
-    return (
-        select(func.count())
-        .select_from(Message)
-        .where(
-            Message.conversation_id == conversation_id,
-            Message.seq > seq,
-            Message.sender_id != user_id,
-            Message.deleted_at.is_(None),
-        )
-        .scalar_subquery()
-    )
-
-
 async def mark_read(
     session: AsyncSession, redis: Redis, *, user_id: int, conversation_id: int, seq: int
 ) -> ReadState:
     """Move the caller's read mark up to ``seq`` (never back, never past the last message)."""
     row = await _membership(session, user_id=user_id, conversation_id=conversation_id, lock=True)
-    new_read = max(row.last_read_seq, min(seq, row.last_seq))
+    # A statement of its own after the lock, so the top seq includes any send that committed
+    # while this request waited for the lock (see common.models.top_seq).
     state = (
         await session.execute(
             update(ConversationMember)
@@ -219,16 +205,17 @@ async def mark_read(
                 ConversationMember.user_id == user_id,
             )
             .values(
-                last_read_seq=new_read,
-                unread_count=_unread_after(conversation_id, user_id, new_read),
+                last_read_seq=func.greatest(
+                    ConversationMember.last_read_seq, func.least(seq, top_seq(conversation_id))
+                )
             )
             .returning(ConversationMember.last_read_seq, ConversationMember.unread_count)
         )
     ).one()
     await session.commit()
-    if new_read > row.last_read_seq:
+    if state.last_read_seq > row.last_read_seq:
         await publish_after_commit(
-            redis, events.ReadUpTo(cid=conversation_id, user=user_id, seq=new_read)
+            redis, events.ReadUpTo(cid=conversation_id, user=user_id, seq=state.last_read_seq)
         )
     return ReadState(
         conversation_id=conversation_id,
@@ -260,16 +247,6 @@ async def delete_message(
         .where(Message.conversation_id == conversation_id, Message.seq == seq)
         .values(deleted_at=func.now())
     )
-    if seq > row.other_read_seq:
-        # The other member had it counted as unread; keep the rule "not deleted" true.
-        await session.execute(
-            update(ConversationMember)
-            .where(
-                ConversationMember.conversation_id == conversation_id,
-                ConversationMember.user_id == row.other_id,
-            )
-            .values(unread_count=func.greatest(ConversationMember.unread_count - 1, 0))
-        )
     await session.commit()
     await publish_after_commit(
         redis,

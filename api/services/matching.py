@@ -249,7 +249,7 @@ async def _create_match(
     session: AsyncSession, redis: Redis, *, low: int, high: int, target_id: int
 ) -> SwipeResult:
     conversation_id = await session.scalar(
-        insert(Conversation).values(last_seq=0).returning(Conversation.id)
+        insert(Conversation).values(created_at=func.now()).returning(Conversation.id)
     )
     assert conversation_id is not None
     match_id = await session.scalar(
@@ -332,7 +332,7 @@ async def list_matches(
     """Live matches, newest first, each with the other's card, last message and unread count.
 
     One statement: the other person's profile, the caller's membership (unread count) and the
-    conversation's last message (``seq = last_seq``, a primary-key lookup) are joins, the photo
+    conversation's last message (at ``last_seq``, the messages key's newest) are joins, the photo
     a correlated subquery; nothing runs per row in Python.
     """
     other_id = case((Match.user_low_id == user_id, Match.user_high_id), else_=Match.user_low_id)
@@ -402,7 +402,8 @@ PREVIEW_COLUMNS: Final = (
     Message.created_at.label("message_at"),
     Message.deleted_at,
 )
-#: The last message is the one at ``last_seq``: a primary-key lookup, not a sort.
+#: The last message is the one at ``last_seq`` (derived: one backward probe of the messages
+#: primary key, then a lookup by it), not a sort.
 LAST_MESSAGE: Final = and_(
     Message.conversation_id == Conversation.id, Message.seq == Conversation.last_seq
 )

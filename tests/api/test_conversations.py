@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.events import MessageDeleted, ReadUpTo
-from common.models import Block, Conversation, ConversationMember, Message
+from common.models import Block, ConversationMember, Message
 from tests.api.conftest import TestUser, UserFactory
 from tests.api.test_matches import (
     add_messages,
@@ -168,12 +168,14 @@ async def test_conversation_list_by_activity_with_cursor(
     cids = [(await make_match(api, me, other))["conversation_id"] for other in others]
     # Activity: the second conversation got a message last, the fourth before it.
     base = dt.datetime.now(dt.UTC)
-    async with sessions() as session, session.begin():
-        for cid, minutes in ((cids[3], 1), (cids[1], 2)):
+    for index, minutes in ((3, 1), (1, 2)):
+        cid = cids[index]
+        [seq] = await add_messages(sessions, cid, [others[index].id])
+        async with sessions() as session, session.begin():
             await session.execute(
-                update(Conversation)
-                .where(Conversation.id == cid)
-                .values(last_message_at=base + dt.timedelta(minutes=minutes))
+                update(Message)
+                .where(Message.conversation_id == cid, Message.seq == seq)
+                .values(created_at=base + dt.timedelta(minutes=minutes))
             )
     expected = [cids[1], cids[3], cids[2], cids[0]]  # then the newest-created first
 

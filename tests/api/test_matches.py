@@ -30,6 +30,7 @@ from common.models import (
     Photo,
     Swipe,
     User,
+    top_seq,
 )
 from common.models import Match as MatchRow
 from common.settings import Settings
@@ -56,32 +57,24 @@ async def make_match(api: httpx.AsyncClient, a: TestUser, b: TestUser) -> dict[s
 async def add_messages(
     sessions: async_sessionmaker[AsyncSession], conversation_id: int, senders: list[int]
 ) -> list[int]:
-    """Commit messages the way the realtime writer does: next seqs, last_seq, unread counters."""
-    seqs: list[int] = []
+    """Commit messages the way the realtime writer does: under the conversation's lock, the
+    next seqs after the top one (last_seq and unread counts are derived from these rows)."""
     async with sessions() as session, session.begin():
-        conversation = await session.get(Conversation, conversation_id, with_for_update=True)
-        assert conversation is not None
-        for sender in senders:
-            conversation.last_seq += 1
-            seqs.append(conversation.last_seq)
-            session.add(
-                Message(
-                    conversation_id=conversation_id,
-                    seq=conversation.last_seq,
-                    sender_id=sender,
-                    cmid=uuid.uuid4().hex,
-                    body=f"message {conversation.last_seq}",
-                )
+        await session.execute(
+            select(Conversation.id).where(Conversation.id == conversation_id).with_for_update()
+        )
+        top = int(await session.scalar(select(top_seq(conversation_id))) or 0)
+        seqs = list(range(top + 1, top + 1 + len(senders)))
+        session.add_all(
+            Message(
+                conversation_id=conversation_id,
+                seq=seq,
+                sender_id=sender,
+                cmid=uuid.uuid4().hex,
+                body=f"message {seq}",
             )
-            await session.execute(
-                update(ConversationMember)
-                .where(
-                    ConversationMember.conversation_id == conversation_id,
-                    ConversationMember.user_id != sender,
-                )
-                .values(unread_count=ConversationMember.unread_count + 1)
-            )
-        conversation.last_message_at = dt.datetime.now(dt.UTC)
+            for seq, sender in zip(seqs, senders, strict=True)
+        )
     return seqs
 
 

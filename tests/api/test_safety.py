@@ -24,7 +24,7 @@ async def make_match(
     """A live match with its conversation; ``b`` sent ``messages`` messages. (match id, cid)"""
     low, high = sorted((a.id, b.id))
     async with sessions() as session, session.begin():
-        conversation = Conversation(last_seq=messages)
+        conversation = Conversation()
         session.add(conversation)
         await session.flush()
         match = Match(user_low_id=low, user_high_id=high, conversation_id=conversation.id)

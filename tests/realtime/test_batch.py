@@ -19,14 +19,9 @@ from common.codes import Err
 from common.settings import Settings
 from realtime.batch import COMMIT_SQL, BatchWriter, Item, Outcome
 from realtime.domain import ReadOutcome, ReadRequest, SendOutcome, SendRequest
-from realtime.store import (
-    BLOCKS_SQL,
-    MEMBERSHIPS_SQL,
-    SYNC_SQL,
-    USER_SQL,
-    create_pool,
-)
+from realtime.store import ACCOUNT_SQL, SYNC_SQL, create_pool
 from realtime.store import STATEMENTS as STORE_STATEMENTS
+from tests.db_support import MEMBER_STATE_SQL, TOP_SEQ_SQL
 from tests.support import TICK
 
 UNKNOWN_CID = 10**15
@@ -69,12 +64,12 @@ def error(outcome: Outcome) -> Err | None:
 
 
 async def member_row(db: asyncpg.Pool[asyncpg.Record], cid: int, user: int) -> Any:
-    return await db.fetchrow(
-        "SELECT last_read_seq, unread_count FROM conversation_members "
-        "WHERE conversation_id = $1 AND user_id = $2",
-        cid,
-        user,
-    )
+    """``(last_read_seq, unread_count)`` as the API derives them."""
+    return await db.fetchrow(MEMBER_STATE_SQL, cid, user)
+
+
+async def top_seq(db: asyncpg.Pool[asyncpg.Record], cid: int) -> int:
+    return int(await db.fetchval(TOP_SEQ_SQL, cid))
 
 
 async def test_one_batch_decides_every_kind_of_send(
@@ -123,12 +118,12 @@ async def test_one_batch_decides_every_kind_of_send(
         (3, b, "k2", "two"),
         (4, a, "k5", "three"),
     ]
-    assert await db.fetchval("SELECT last_seq FROM conversations WHERE id = $1", cid) == 4
+    assert await top_seq(db, cid) == 4
     in_closed = "SELECT count(*) FROM messages WHERE conversation_id = $1"
     assert await db.fetchval(in_closed, closed) == 0
     # Unread counters count the others' new messages only (resends and refusals add nothing).
-    assert (await member_row(db, cid, b))["unread_count"] == 3
-    assert (await member_row(db, cid, a))["unread_count"] == 1
+    assert (await member_row(db, cid, b))[1] == 3
+    assert (await member_row(db, cid, a))[1] == 1
 
 
 async def test_receipts_keep_the_highest_mark_and_recount_unread(
@@ -140,7 +135,7 @@ async def test_receipts_keep_the_highest_mark_and_recount_unread(
     a, b, stranger = await new_user(), await new_user(), await new_user()
     cid, closed = await new_conversation(a, b), await new_conversation(a, b, closed=True)
     await w.flush([send(a, cid, f"m{i}") for i in range(5)])
-    assert (await member_row(db, cid, b))["unread_count"] == 5
+    assert (await member_row(db, cid, b))[1] == 5
 
     outcomes = await w.flush(
         [
@@ -188,7 +183,6 @@ async def test_a_resend_racing_on_another_conversation_is_retried_and_answered(
             other,
             a,
         )
-        await racer.execute("UPDATE conversations SET last_seq = 1 WHERE id = $1", other)
         flushing = asyncio.create_task(
             w.flush([send(a, cid, "before"), send(a, cid, "here", "raced"), send(a, cid, "after")])
         )
@@ -203,7 +197,7 @@ async def test_a_resend_racing_on_another_conversation_is_retried_and_answered(
         "SELECT conversation_id FROM messages WHERE sender_id = $1 AND cmid = 'raced'", a
     )
     assert [r[0] for r in stored] == [other]
-    assert await db.fetchval("SELECT last_seq FROM conversations WHERE id = $1", cid) == 2
+    assert await top_seq(db, cid) == 2
 
 
 async def test_no_cached_plan_of_a_node_scans_a_table_sequentially(
@@ -213,11 +207,10 @@ async def test_no_cached_plan_of_a_node_scans_a_table_sequentially(
 ) -> None:
     """A node's session keeps one generic plan per statement for its whole life. Planned while a
     table is small, a lookup becomes a sequential scan, which then reads every dead row version
-    the batches leave behind: the foreign-key checks of each message slowed a node run after run
-    (docs/BENCHMARKS.md). The node's sessions turn sequential scans off; auto_explain prints the
-    plan of every statement a node runs (the batch function's, sends and receipts, PostgreSQL's
-    foreign-key checks, the reads of ``realtime/store.py``) after statistics that call the
-    tables small."""
+    the batches leave behind: the foreign-key checks of each message (dropped since, 0005) slowed
+    a node run after run (docs/BENCHMARKS.md). The node's sessions turn sequential scans off;
+    auto_explain prints the plan of every statement a node runs (the batch function's, sends and
+    receipts, the reads of ``realtime/store.py``) after statistics that call the tables small."""
     a, b = await new_user(), await new_user()
     cid = await new_conversation(a, b)
     pool = await create_pool(settings.asyncpg_dsn, max_size=1, timeout_s=5.0)
@@ -245,14 +238,50 @@ async def test_no_cached_plan_of_a_node_scans_a_table_sequentially(
                     [b],
                     [1],
                 )
-            await con.fetch(USER_SQL, a)
-            await con.fetch(MEMBERSHIPS_SQL, a)
-            await con.fetch(BLOCKS_SQL, a)
+            await con.fetch(ACCOUNT_SQL, a)
             await con.fetch(SYNC_SQL, [cid], [0], 10, a)
     finally:
         await pool.close()
     text = "\n".join(plans)
     assert "Insert on messages" in text and "Update on conversation_members" in text, text
-    assert 'FROM ONLY "public"."conversations"' in text, text  # the foreign-key check
     assert "Index Scan using pk_messages on messages" in text, text  # sync's page
     assert "Seq Scan" not in text, text
+
+
+async def _paced_batches(
+    db: asyncpg.Pool[asyncpg.Record], a: int, cid: int, *, wait_s: float, sends: int = 40
+) -> tuple[int, list[Outcome]]:
+    """``sends`` sends one tick apart through a running writer: (batches, outcomes)."""
+    done: list[Outcome] = []
+    writer = BatchWriter(
+        db, batch_max=100, timeout_s=5.0, on_done=done.extend, flushers=1, wait_s=wait_s, fill=32
+    )
+    writer.start()
+    try:
+        for i in range(sends):
+            request, reply = send(a, cid, f"paced {i}")
+            writer.submit(request, reply)
+            await asyncio.sleep(TICK / 10)
+        async with asyncio.timeout(50 * TICK):
+            while len(done) < sends:
+                await asyncio.sleep(TICK / 10)
+    finally:
+        await writer.stop(drain_timeout_s=5)
+    return writer.batches, done
+
+
+async def test_a_bounded_wait_lets_close_sends_share_a_batch_and_loses_none(
+    db: asyncpg.Pool[asyncpg.Record],
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+) -> None:
+    """Sends arriving close together wait (at most ``wait_s``) to fill a batch: fewer calls of
+    the function for the same sends, every one stored once, in order."""
+    a, b = await new_user(), await new_user()
+    eager_cid, patient_cid = await new_conversation(a, b), await new_conversation(a, b)
+    eager, eager_done = await _paced_batches(db, a, eager_cid, wait_s=0)
+    patient, patient_done = await _paced_batches(db, a, patient_cid, wait_s=20 * TICK)
+    assert patient * 2 < eager, (patient, eager)
+    for cid, outcomes in ((eager_cid, eager_done), (patient_cid, patient_done)):
+        assert sorted(placed(o)[1] for o in outcomes) == list(range(1, 41))
+        assert await top_seq(db, cid) == 40

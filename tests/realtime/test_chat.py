@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from common.codes import Err
 from common.rediskeys import delivery_stream
+from tests.db_support import MEMBER_STATE_SQL, TOP_SEQ_SQL
 from tests.realtime.conftest import Nodes, client, sync_all
 from tests.support import ROOT, TICK
 
@@ -45,15 +46,9 @@ async def test_two_users_on_two_nodes_chat_both_ways_and_rows_exist_at_ack(
     assert (await a.expect("msg", cid=cid))["body"] == "hi alice"
     # The sender's own socket gets the ack, not its own message back.
     await a.quiet("msg")
-    counts = dict(
-        (r[0], r[1])
-        for r in await db.fetch(
-            "SELECT user_id, unread_count FROM conversation_members WHERE conversation_id = $1",
-            cid,
-        )
-    )
-    assert counts == {alice: 1, bob: 1}
-    assert await db.fetchval("SELECT last_seq FROM conversations WHERE id = $1", cid) == 2
+    counts = [await db.fetchrow(MEMBER_STATE_SQL, cid, user) for user in (alice, bob)]
+    assert [tuple(row or ()) for row in counts] == [(0, 1), (0, 1)]
+    assert await db.fetchval(TOP_SEQ_SQL, cid) == 2
     await a.close()
     await b.close()
 
@@ -204,14 +199,7 @@ async def test_read_receipts_and_typing_reach_the_other_member_only(
     e = await client(nodes.a, make_token(eve))
     for i in range(3):
         await a.expect("ack", cmid=await a.send_msg(cid, f"m{i}"))
-    assert (
-        await db.fetchval(
-            "SELECT unread_count FROM conversation_members WHERE conversation_id=$1 AND user_id=$2",
-            cid,
-            bob,
-        )
-        == 3
-    )
+    assert tuple(await db.fetchrow(MEMBER_STATE_SQL, cid, bob) or ()) == (0, 3)
 
     await b.send(type="typing", cid=cid, on=True)
     notice = await a.expect("typing")
@@ -226,13 +214,8 @@ async def test_read_receipts_and_typing_reach_the_other_member_only(
     await b.send(type="read", cid=cid, seq=2)
     receipt = await a.expect("read")
     assert (receipt["cid"], receipt["user"], receipt["seq"]) == (cid, bob, 2)
-    row = await db.fetchrow(
-        "SELECT last_read_seq, unread_count FROM conversation_members "
-        "WHERE conversation_id=$1 AND user_id=$2",
-        cid,
-        bob,
-    )
-    assert row is not None and (row["last_read_seq"], row["unread_count"]) == (2, 1)
+    row = await db.fetchrow(MEMBER_STATE_SQL, cid, bob)
+    assert row is not None and tuple(row) == (2, 1)
     # A receipt never moves backwards and is clamped to the conversation's head.
     await b.send(type="read", cid=cid, seq=99)
     assert (await a.expect("read"))["seq"] == 3
