@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     # Flusher lanes of the batch writer (conversations split by id; their commits overlap).
     batch_flushers: Annotated[int, Field(ge=1, le=8)] = 2
     # Longest a small batch waits to fill when sends arrive close together (0: never waits).
-    batch_wait_ms: Annotated[float, Field(ge=0, le=5)] = 0.0
+    batch_wait_ms: Annotated[float, Field(ge=0, le=5)] = 1.0
     sync_page_size: Annotated[int, Field(ge=1, le=1000)] = 200
     presence_ttl_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     presence_grace_s: Annotated[float, Field(ge=0, le=600)] = 5.0

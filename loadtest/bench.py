@@ -14,7 +14,6 @@ client sends a few messages a second; the generator's clients send thousands).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -26,19 +25,17 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-import asyncpg
 import uvloop
-from redis.asyncio import Redis
 
 from loadtest import stack
-from loadtest.generator import chat_run, idle_run
+from loadtest.generator import CONNECT_CONCURRENCY, chat_run, idle_run
+from loadtest.processes import Services, cpu_seconds, used
 from loadtest.report import ChatReport, IdleReport
 
 ROOT: Final = stack.ROOT
 DEFAULT_DB_URL: Final = "postgresql+asyncpg://mergemeet@127.0.0.1:55432/mergemeet"
 DEFAULT_REDIS: Final = "redis://127.0.0.1:56379/0"
 SWEEP: Final = (0.1, 0.25, 0.5, 0.75, 0.9, 1.1)
-SERVICES: Final = ("postgres", "redis-server")
 TARGETS: Final = {
     "peak_delivered_per_s": ">= 10000 and >= 10x baseline",
     "half_peak_delivery_p99_ms": "<= 25",
@@ -47,51 +44,42 @@ TARGETS: Final = {
     "connections_held": ">= 50000",
     "two_nodes_ratio": ">= 1.6x one node",
     "moderation_us_per_message": "<= 5",
+    # Issue 17: the durable hot path at a peer's cost (100 pairs, 100-character bodies).
+    "inflight_1_delivered_per_s": ">= 17000",
+    "inflight_8_delivered_per_s": ">= 24000",
+    "inflight_8_node_us_per_msg": "<= 40",
+    "inflight_8_postgres_us_per_msg": "<= 40",
+    "paced_3000_node_us_per_msg": "<= 100",
+    "paced_3000_postgres_us_per_msg": "<= 60",
+    "paced_3000_delivery_p50_ms": "<= 5",
+    "paced_3000_delivery_p99_worst_ms": "<= 20 (every run)",
+    "idle_open_s": "<= 4 (10,000 sockets, 64 at a time)",
+    "storm_open_s": "<= 4 (10,000 sockets at once, fresh node)",
 }
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def services_cpu_seconds() -> dict[str, float]:
-    """CPU seconds so far of every ``postgres`` and ``redis-server`` process on the machine.
-
-    They share the machine with the measured servers and the generator, so a run's CPU budget
-    is not complete without them (other clusters on the machine are counted too: keep them idle).
-    """
-    totals = dict.fromkeys(SERVICES, 0.0)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            name = (entry / "comm").read_text().strip()
-            if name in totals:
-                totals[name] += cpu_seconds(int(entry.name))
-        except OSError:
-            continue  # the process ended while we looked
-    return totals
+#: The issue-17 layout: as the independent client that measured the peer.
+HOT_PATH: Final = {"pairs": 100, "body_chars": 100}
+INFLIGHT_WINDOWS: Final = (1, 8)
+CPU_PARTS: Final = ("node", "postgres", "redis")
 
 
 class CpuMeter:
-    """CPU time of the servers, this process and the services between two marks of a run.
+    """CPU time of the servers, this process and the bench's services between two marks.
 
     The marks are the generator's sending window (warm-up included), so connecting the
-    sockets and the end-of-run check do not dilute the shares.
+    sockets and the end-of-run check do not dilute the shares. PostgreSQL and Redis are the
+    bench's own cluster database and server only (:mod:`loadtest.processes`).
     """
 
-    def __init__(self, pids: list[int]) -> None:
-        self.pids = pids
-        self.marks: dict[str, tuple[float, list[float], float, dict[str, float]]] = {}
+    def __init__(self, pids: list[int], services: Services) -> None:
+        self.pids, self.services = pids, services
+        self.marks: dict[str, tuple[float, list[float], float, dict[str, dict[int, float]]]] = {}
 
     def mark(self, name: str) -> None:
-        servers = [cpu_seconds(pid) for pid in self.pids]
         self.marks[name] = (
             time.perf_counter(),
-            servers,
+            [cpu_seconds(pid) for pid in self.pids],
             time.process_time(),
-            services_cpu_seconds(),
+            self.services.sample(),
         )
 
     def shares(self) -> dict[str, Any]:
@@ -107,39 +95,32 @@ class CpuMeter:
             ],
             "generator_cpu": round((own1 - own0) / wall, 3),
             "services_cpu": {
-                name: round((services1[name] - services0[name]) / wall, 3) for name in services0
+                name: round(used(services0[name], services1[name]) / wall, 3) for name in services0
             },
         }
 
 
-def machine(database_url: str, redis_url: str) -> dict[str, Any]:
+def us_per_message(row: dict[str, Any]) -> dict[str, float]:
+    """CPU µs per delivered message of the node(s), PostgreSQL and Redis, from a run's shares."""
+    rate = max(row["delivered_per_s"], 1e-9)
+    per = {"node": sum(row["server_cpu"]) / rate * 1e6}
+    per |= {name: share / rate * 1e6 for name, share in row["services_cpu"].items()}
+    return {name: round(value, 1) for name, value in per.items()}
+
+
+def machine(services: Services) -> dict[str, Any]:
     """What the figures were measured on (lscpu, memory, kernel, versions, load)."""
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout  # noqa: S607
     model = re.search(r"Model name:\s*(.+)", lscpu)
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-
-    async def versions() -> tuple[str, str]:
-        con = await asyncpg.connect(database_url.replace("+asyncpg", ""))
-        try:
-            pg = str(await con.fetchval("SHOW server_version"))
-        finally:
-            await con.close()
-        redis = Redis.from_url(redis_url)
-        try:
-            info = await redis.info("server")
-        finally:
-            await redis.aclose()
-        return pg, str(info.get("redis_version"))
-
-    pg, redis = asyncio.run(versions())
     return {
         "cpu": model.group(1).strip() if model else platform.processor(),
         "cores": os.cpu_count(),
         "ram_gb": round(mem_kb / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "postgresql": pg,
-        "redis": redis,
+        "postgresql": services.postgres_version,
+        "redis": services.redis_version,
         "loadavg_start": os.getloadavg(),
     }
 
@@ -153,7 +134,7 @@ class Bench:
         self.args = args
         base_db = os.environ.get("MM_DATABASE_URL", DEFAULT_DB_URL)
         base_redis = os.environ.get("MM_REDIS_URL", DEFAULT_REDIS)
-        self.database_url = stack.prepare(base_db, args.database)
+        self.database_url = stack.prepare(base_db, args.database, args.revision)
         self.redis_url = stack.with_db_path(base_redis, f"/{args.redis_db}")
         self.env = {
             "MM_ENV": "development",
@@ -172,7 +153,8 @@ class Bench:
 
         get_settings.cache_clear()
         self.log_dir = ROOT / ".data" / "bench" / "logs"
-        self.results: dict[str, Any] = {"machine": machine(self.database_url, self.redis_url)}
+        self.services = Services.find(self.database_url, self.redis_url)
+        self.results: dict[str, Any] = {"machine": machine(self.services)}
         self.runs: dict[str, list[dict[str, Any]]] = {}
         self.src = Path(args.server_src).resolve()
 
@@ -201,7 +183,7 @@ class Bench:
             "messages": a.messages,
             "warmup_s": a.warmup,
         }
-        meter = CpuMeter([s.pid for s in servers])
+        meter = CpuMeter([s.pid for s in servers], self.services)
         report = uvloop.run(
             chat_run(
                 urls=[f"ws://127.0.0.1:{s.port}/" for s in servers],
@@ -210,12 +192,14 @@ class Bench:
             )
         )
         row = report.as_dict() | meter.shares()
+        row["cpu_us_per_msg"] = us_per_message(row)
         self.runs.setdefault(label, []).append(row)
         print(
             f"[{label}]",
             *report.lines(),
             f"  CPU share while sending: server {row['server_cpu']}"
             f" generator {row['generator_cpu']} services {row['services_cpu']}",
+            f"  CPU us per delivered message: {row['cpu_us_per_msg']}",
             sep="\n",
         )
         if not report.check["ok"]:
@@ -233,7 +217,17 @@ class Bench:
             for rate in rates:
                 self.chat(label, servers, target=target, rate=rate, duration_s=duration)
 
-    def idle(self, label: str, connections: int, runs: int) -> None:
+    def cpu_figures(self, label: str) -> dict[str, float]:
+        """Median CPU µs per delivered message of each part over the runs of ``label``."""
+        rows = self.runs[label]
+        return {
+            f"{label}_{part}_us_per_msg": median([r["cpu_us_per_msg"][part] for r in rows])
+            for part in CPU_PARTS
+        }
+
+    def idle(
+        self, label: str, connections: int, runs: int, concurrency: int = CONNECT_CONCURRENCY
+    ) -> None:
         for _ in range(runs):
             with stack.running(self.node()) as (node,):
                 report: IdleReport = uvloop.run(
@@ -244,6 +238,7 @@ class Bench:
                         node_pid=node.pid,
                         per_user=100,
                         hold_s=self.args.hold,
+                        concurrency=concurrency,
                     )
                 )
             self.runs.setdefault(label, []).append(report.as_dict())
@@ -280,6 +275,46 @@ class Bench:
             figures["peak_delivered_per_s"] = peak
             figures["baseline_delivered_per_s"] = base
             figures["peak_ratio_to_baseline"] = round(peak / base, 1) if base else None
+            figures |= self.cpu_figures("peak_mergemeet")
+        if wanted("inflight"):
+            with stack.running(self.node()) as servers:
+                for window in INFLIGHT_WINDOWS:
+                    for _ in range(a.runs):
+                        self.chat(
+                            f"inflight_{window}",
+                            servers,
+                            target="mergemeet",
+                            window=window,
+                            **HOT_PATH,
+                        )
+            for window in INFLIGHT_WINDOWS:
+                label = f"inflight_{window}"
+                rows = self.runs[label]
+                figures[f"{label}_delivered_per_s"] = median([r["delivered_per_s"] for r in rows])
+                figures[f"{label}_delivery_p99_ms"] = median(
+                    [r["send_to_delivery"]["p99"] for r in rows]
+                )
+                figures |= self.cpu_figures(label)
+        if wanted("paced"):
+            with stack.running(self.node()) as servers:
+                for rate in a.paced_rates:
+                    for _ in range(a.runs):
+                        self.chat(
+                            f"paced_{rate}", servers, target="mergemeet", rate=rate, **HOT_PATH
+                        )
+            for rate in a.paced_rates:
+                label = f"paced_{rate}"
+                rows = self.runs[label]
+                p99s = [r["send_to_delivery"]["p99"] for r in rows]
+                figures[f"{label}_delivery_p50_ms"] = median(
+                    [r["send_to_delivery"]["p50"] for r in rows]
+                )
+                figures[f"{label}_delivery_p99_ms"] = median(p99s)
+                figures[f"{label}_delivery_p99_worst_ms"] = max(p99s)
+                figures[f"{label}_release_lag_p99_worst_ms"] = max(
+                    r["release_lag"]["p99"] for r in rows
+                )
+                figures |= self.cpu_figures(label)
         if wanted("latency") and peak:
             self.offered("mergemeet", [peak / 2] * a.runs, "half_peak", a.duration)
             figures["half_peak_rate"] = round(peak / 2)
@@ -315,6 +350,13 @@ class Bench:
             figures["idle_full_gc_pause_ms"] = median(
                 [r["gc_pauses"]["2"]["seconds"] * 1000 for r in self.runs["idle"] if r["gc_pauses"]]
             )
+            figures["idle_open_s"] = median([r["open_s"] for r in self.runs["idle"]])
+        if wanted("storm"):
+            # As after a deploy: every socket reconnects at once to a node that just started.
+            connections = a.idle_connections
+            self.idle("storm", connections, a.runs, concurrency=connections)
+            figures["storm_open_s"] = median([r["open_s"] for r in self.runs["storm"]])
+            figures["storm_opened"] = median([r["opened"] for r in self.runs["storm"]])
         if wanted("capacity"):
             self.idle("capacity", a.capacity_connections, a.capacity_runs)
             figures["connections_held"] = median([r["held"] for r in self.runs["capacity"]])
@@ -417,11 +459,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only",
         default="",
-        help="comma list: peak,latency,sweep,idle,capacity,two_nodes,moderation",
+        help="comma list: peak,latency,sweep,inflight,paced,idle,storm,capacity,two_nodes,"
+        "moderation",
+    )
+    p.add_argument(
+        "--paced-rates",
+        type=lambda text: [int(r) for r in text.split(",")],
+        default=[1000, 3000],
+        help="offered msg/s of the paced figure (comma list)",
     )
     p.add_argument("--database", default="mergemeet_bench")
     p.add_argument("--redis-db", type=int, default=13)
     p.add_argument("--server-src", default=str(ROOT), help="checkout the servers run from")
+    p.add_argument(
+        "--revision",
+        default="head",
+        help="migrate the bench database to this revision (the one --server-src expects)",
+    )
     p.add_argument("--plot", default=str(ROOT / "docs" / "bench-offered-load.png"))
     p.add_argument("--out", default=str(ROOT / ".data" / "bench"))
     return p.parse_args(argv)

@@ -234,9 +234,13 @@ class ChatClient:
 
 
 async def _connect_all(
-    clients: list[tuple[ChatClient, str, str]], sources: int, run: Run, timeout_s: float
+    clients: list[tuple[ChatClient, str, str]],
+    sources: int,
+    run: Run,
+    timeout_s: float,
+    concurrency: int = CONNECT_CONCURRENCY,
 ) -> None:
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    gate = asyncio.Semaphore(concurrency)
 
     async def one(index: int, client: ChatClient, url: str, token: str) -> None:
         async with gate:
@@ -470,8 +474,10 @@ async def idle_run(
     hold_s: float = 5.0,
     settle_s: float = 2.0,
     settings: Settings | None = None,
+    concurrency: int = CONNECT_CONCURRENCY,
 ) -> IdleReport:
-    """Open ``connections`` authenticated sockets, hold them, report the node's RSS growth."""
+    """Open ``connections`` authenticated sockets (``concurrency`` handshakes at a time), hold
+    them, report the time to open them and the node's RSS growth."""
     settings = settings or get_settings()
     adapter = make_adapter(target)
     urls = [with_path(check_loopback(u), adapter.path) for u in urls]
@@ -493,7 +499,7 @@ async def idle_run(
     before = rss_kb(node_pid)
     gc_before = await asyncio.to_thread(node_gc_pauses, urls[0])
     started = time.perf_counter()
-    await _connect_all(clients, sources, run, timeout_s=60.0)
+    await _connect_all(clients, sources, run, timeout_s=60.0, concurrency=concurrency)
     open_s = time.perf_counter() - started
     opened = sum(1 for c, _, _ in clients if c.ready.done() and not c.ready.exception())
     await asyncio.sleep(settle_s)

@@ -168,9 +168,9 @@ def running(*servers: Server) -> Iterator[list[Server]]:
             server.stop()
 
 
-def prepare(database_url: str, name: str) -> str:
+def prepare(database_url: str, name: str, revision: str = "head") -> str:
     url = asyncio.run(recreate_database(database_url, name))
-    migrate(url)
+    migrate(url, revision)
     return url
 
 
