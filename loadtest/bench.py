@@ -1,5 +1,8 @@
 """``make bench`` / ``python -m loadtest.bench``: every figure of issue 8, with its baseline.
 
+Also issue 20's discovery figure (``--only discovery``, :mod:`loadtest.discovery`): the API
+pinned to core 1 on 20,000 seeded profiles, timed over HTTP, and the query's plan.
+
 Owns the benchmark procedure: a fresh database (``mergemeet_bench``) and Redis database on the
 project's dev services, the measured servers pinned to core 1 with ``taskset`` (this process,
 the load generator, runs pinned to core 0 by the Makefile), each figure measured ``--runs``
@@ -14,6 +17,7 @@ client sends a few messages a second; the generator's clients send thousands).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -27,7 +31,8 @@ from typing import Any, Final
 
 import uvloop
 
-from loadtest import stack
+from loadtest import discovery_population, stack
+from loadtest.discovery import DiscoveryReport, measure
 from loadtest.generator import CONNECT_CONCURRENCY, chat_run, idle_run
 from loadtest.processes import Services, cpu_seconds, used
 from loadtest.report import ChatReport, IdleReport
@@ -260,6 +265,28 @@ class Bench:
         self.runs["moderation"] = [{"clean_us": v} for v in values]
         return median(values)
 
+    def discovery(self) -> DiscoveryReport:
+        """Seed the profiles, start the API (pinned like the other servers), time and explain."""
+        from common.settings import get_settings
+
+        a = self.args
+        dsn = self.database_url.replace("+asyncpg", "")
+        population = asyncio.run(discovery_population.seed(dsn, a.discovery_profiles))
+        server = stack.api_server(core="1", env=self.env, log_dir=self.log_dir, cwd=self.src)
+        with stack.running(server) as (api,):
+            report = uvloop.run(
+                measure(
+                    f"http://127.0.0.1:{api.port}",
+                    get_settings(),
+                    population,
+                    requests=a.discovery_requests,
+                    max_s=a.discovery_seconds,
+                )
+            )
+        self.runs["discovery"] = [report.as_dict()]
+        print("[discovery]", *report.lines(), sep="\n")
+        return report
+
     # -- the whole procedure ------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -369,6 +396,18 @@ class Bench:
             figures["two_nodes_ratio"] = round(two / peak, 2)
         if wanted("moderation"):
             figures["moderation_us_per_message"] = self.moderation()
+        if wanted("discovery"):
+            found = self.discovery()
+            figures["discovery_profiles"] = found.profiles
+            figures["discovery_p50_ms"] = found.latency.p50
+            figures["discovery_p99_ms"] = found.latency.p99
+            figures["discovery_max_ms"] = found.latency.max
+            figures["discovery_requests_over_1s"] = sum(
+                len(found.slow(i)) for i in range(len(found.samples_ms))
+            )
+            figures["discovery_requests_per_s"] = found.requests_per_s
+            figures["discovery_gist_custom_plans"] = found.gist_used(found.custom_plans)
+            figures["discovery_gist_generic_plans"] = found.gist_used(found.generic_plans)
         self.results["machine"]["loadavg_end"] = os.getloadavg()
         self.results["figures"] = figures
         self.results["targets"] = TARGETS
@@ -460,7 +499,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma list: peak,latency,sweep,inflight,paced,idle,storm,capacity,two_nodes,"
-        "moderation",
+        "moderation,discovery",
     )
     p.add_argument(
         "--paced-rates",
@@ -468,6 +507,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[1000, 3000],
         help="offered msg/s of the paced figure (comma list)",
     )
+    p.add_argument("--discovery-profiles", type=int, default=20_000)
+    p.add_argument("--discovery-requests", type=int, default=400, help="cap on timed requests")
+    p.add_argument("--discovery-seconds", type=float, default=90.0, help="cap on timed seconds")
     p.add_argument("--database", default="mergemeet_bench")
     p.add_argument("--redis-db", type=int, default=13)
     p.add_argument("--server-src", default=str(ROOT), help="checkout the servers run from")

@@ -2,10 +2,10 @@
 
 Owns preparing the benchmark's own database on the project's dev services (dropped, created and
 migrated with ``alembic upgrade head``, so load users never mix with development data), and
-starting and stopping the measured servers as child processes pinned with ``taskset -c <core>``,
-with the open-file limit raised for them (``resource``, in the child before exec). Servers are
-stopped by their own pid only. Every wait is bounded. It never generates load
-(:mod:`loadtest.generator` does).
+starting and stopping the measured servers (realtime nodes, the baseline, the API) as child
+processes pinned with ``taskset -c <core>``, with the open-file limit raised for them
+(``resource``, in the child before exec). Servers are stopped by their own pid only. Every wait
+is bounded. It never generates load (:mod:`loadtest.generator` does).
 """
 
 from __future__ import annotations
@@ -35,13 +35,17 @@ def with_db_path(url: str, path: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
-async def recreate_database(database_url: str, name: str) -> str:
-    """Drop and create ``name`` next to ``database_url``'s database; return the new URL."""
+async def recreate_database(database_url: str, name: str, *, create: bool = True) -> str:
+    """Drop and create ``name`` next to ``database_url``'s database; return the new URL.
+
+    With ``create=False`` it only drops it (a test's private database, on the way out).
+    """
     admin = with_db_path(database_url, "/postgres").replace("+asyncpg", "")
     con = await asyncpg.connect(admin)
     try:
         await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await con.execute(f'CREATE DATABASE "{name}"')
+        if create:
+            await con.execute(f'CREATE DATABASE "{name}"')
     finally:
         await con.close()
     return with_db_path(database_url, f"/{name}")
@@ -153,6 +157,14 @@ def baseline_server(
     port = free_port()
     argv = [sys.executable, "-m", "loadtest.baseline_fastapi", "--port", str(port)]
     return Server("baseline", argv, port=port, env=env, core=core, log_dir=log_dir, cwd=cwd)
+
+
+def api_server(*, core: str | None, env: dict[str, str], log_dir: Path, cwd: Path = ROOT) -> Server:
+    """The API (``python -m api``: uvicorn, one process) on a free loopback port."""
+    port = free_port()
+    api_env = env | {"MM_API_HOST": "127.0.0.1", "MM_API_PORT": str(port)}
+    argv = [sys.executable, "-m", "api"]
+    return Server("api", argv, port=port, env=api_env, core=core, log_dir=log_dir, cwd=cwd)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 A test walks the app's route table and checks that a non-admin gets 403 on every route under
 ``/api/admin``, so a new route cannot forget the dependency. Logic lives in
-``api/services/admin.py``, which audits every mutation.
+``api/services/admin*.py``; every mutation is audited through ``admin.audit``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from api.schemas import admin as schemas
 from api.schemas.discovery import CURSOR_MAX_CHARS
 from api.schemas.matches import BIGINT_MAX
 from api.schemas.safety import ReportStatus, ReportType
-from api.services import admin as service
+from api.services import admin as admin_audit
+from api.services import admin_moderation, admin_reports, admin_stats, admin_users
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -34,7 +35,7 @@ async def stats(
     admin: AdminUser, session: SessionDep, redis: RedisDep, settings: SettingsDep
 ) -> schemas.Stats:
     """Users, activity, bans, matches, today's messages, pending reports and live connections."""
-    return await service.stats(session, redis, settings)
+    return await admin_stats.stats(session, redis, settings)
 
 
 @router.get("/reports", response_model=schemas.AdminReportPage)
@@ -48,7 +49,7 @@ async def list_reports(
     cursor: Cursor = None,
 ) -> schemas.AdminReportPage:
     """The report queue, newest first, filtered by status, type or reported user."""
-    return await service.list_reports(
+    return await admin_reports.list_reports(
         session, status=status, type_=type, reported_id=reported_id, limit=limit, cursor=cursor
     )
 
@@ -58,7 +59,7 @@ async def get_report(
     report_id: ObjectId, admin: AdminUser, session: SessionDep
 ) -> schemas.AdminReportDetail:
     """One report with the messages its evidence points at."""
-    return await service.get_report(session, report_id=report_id)
+    return await admin_reports.get_report(session, report_id=report_id)
 
 
 @router.post("/reports/{report_id}/resolve", response_model=schemas.AdminReport)
@@ -70,7 +71,7 @@ async def resolve_report(
     redis: RedisDep,
 ) -> schemas.AdminReport:
     """Resolve a pending report: dismiss it, warn the user, or ban them (timed or permanent)."""
-    return await service.resolve_report(
+    return await admin_reports.resolve_report(
         session, redis, admin_id=admin.id, report_id=report_id, body=body
     )
 
@@ -83,7 +84,7 @@ async def search_users(
     limit: Limit = schemas.ADMIN_PAGE_DEFAULT,
 ) -> schemas.AdminUserList:
     """Find users by id or by the start of their email."""
-    return await service.search_users(session, q=q, limit=limit)
+    return await admin_users.search_users(session, q=q, limit=limit)
 
 
 @router.get("/users/{user_id}", response_model=schemas.AdminUserOut)
@@ -91,7 +92,7 @@ async def get_user(
     user_id: ObjectId, admin: AdminUser, session: SessionDep
 ) -> schemas.AdminUserOut:
     """One user's account state."""
-    return await service.get_user(session, user_id=user_id)
+    return await admin_users.get_user(session, user_id=user_id)
 
 
 @router.post("/users/{user_id}/ban", response_model=schemas.AdminUserOut)
@@ -103,7 +104,7 @@ async def ban_user(
     redis: RedisDep,
 ) -> schemas.AdminUserOut:
     """Ban a user for a duration or for good; their sessions and sockets end at once."""
-    return await service.ban_user(session, redis, admin_id=admin.id, user_id=user_id, body=body)
+    return await admin_users.ban_user(session, redis, admin_id=admin.id, user_id=user_id, body=body)
 
 
 @router.post("/users/{user_id}/unban", response_model=schemas.AdminUserOut)
@@ -111,13 +112,13 @@ async def unban_user(
     user_id: ObjectId, admin: AdminUser, session: SessionDep
 ) -> schemas.AdminUserOut:
     """Lift a user's ban now."""
-    return await service.unban_user(session, admin_id=admin.id, user_id=user_id)
+    return await admin_users.unban_user(session, admin_id=admin.id, user_id=user_id)
 
 
 @router.get("/moderation/words", response_model=schemas.WordList)
 async def list_words(admin: AdminUser, session: SessionDep, redis: RedisDep) -> schemas.WordList:
     """The content filter's words, phrases, regexes and detector settings."""
-    return await service.list_words(session, redis)
+    return await admin_moderation.list_words(session, redis)
 
 
 @router.post("/moderation/words", response_model=schemas.WordOut, status_code=201)
@@ -125,7 +126,7 @@ async def create_word(
     body: schemas.WordIn, admin: AdminUser, session: SessionDep, redis: RedisDep
 ) -> schemas.WordOut:
     """Add a word, phrase, regex or detector setting; every node reloads the filter."""
-    return await service.create_word(session, redis, admin_id=admin.id, body=body)
+    return await admin_moderation.create_word(session, redis, admin_id=admin.id, body=body)
 
 
 @router.patch("/moderation/words/{word_id}", response_model=schemas.WordOut)
@@ -137,7 +138,9 @@ async def update_word(
     redis: RedisDep,
 ) -> schemas.WordOut:
     """Change a filter entry; every node reloads the filter."""
-    return await service.update_word(session, redis, admin_id=admin.id, word_id=word_id, body=body)
+    return await admin_moderation.update_word(
+        session, redis, admin_id=admin.id, word_id=word_id, body=body
+    )
 
 
 @router.delete("/moderation/words/{word_id}", status_code=204, response_class=Response)
@@ -145,7 +148,7 @@ async def delete_word(
     word_id: WordId, admin: AdminUser, session: SessionDep, redis: RedisDep
 ) -> Response:
     """Remove a filter entry; every node reloads the filter."""
-    await service.delete_word(session, redis, admin_id=admin.id, word_id=word_id)
+    await admin_moderation.delete_word(session, redis, admin_id=admin.id, word_id=word_id)
     return Response(status_code=204)
 
 
@@ -154,7 +157,7 @@ async def check_text(
     body: schemas.CheckIn, admin: AdminUser, session: SessionDep, redis: RedisDep
 ) -> schemas.CheckOut:
     """Try the live content filter on a text without logging anything."""
-    return await service.check(session, redis, text=body.text)
+    return await admin_moderation.check(session, redis, text=body.text)
 
 
 @router.get("/moderation/log", response_model=schemas.ModerationLogPage)
@@ -169,7 +172,7 @@ async def moderation_log(
     cursor: Cursor = None,
 ) -> schemas.ModerationLogPage:
     """What the content filter warned about or rejected, newest first."""
-    return await service.moderation_log(
+    return await admin_moderation.moderation_log(
         session,
         user_id=user_id,
         category=category,
@@ -192,7 +195,7 @@ async def audit_log(
     cursor: Cursor = None,
 ) -> schemas.AuditPage:
     """Every admin action (who, what, when, target), newest first."""
-    return await service.audit_log(
+    return await admin_audit.audit_log(
         session,
         admin_id=admin_id,
         action=action,

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from api.deps import AdminUser, RedisDep, SettingsDep
 from api.errors import NotFound, Unavailable
-from api.services.admin import STALE_HEARTBEATS
+from api.services.admin_stats import STALE_HEARTBEATS
 from common.cluster import live_nodes
 from common.settings import Settings
 

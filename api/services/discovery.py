@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from sqlalchemy import (
     ColumnElement,
@@ -41,7 +41,13 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.expression import Executable
 
 from api.errors import Conflict
-from api.schemas.discovery import Candidate, DiscoveryPage, decode_cursor, encode_cursor
+from api.schemas.discovery import (
+    DISCOVERY_PAGE_DEFAULT,
+    Candidate,
+    DiscoveryPage,
+    decode_cursor,
+    encode_cursor,
+)
 from api.services.relations import blocked_between
 from common.models import Match, Photo, Profile, Swipe, User, UserInterest
 from common.settings import Settings
@@ -337,17 +343,23 @@ async def discover(
     return DiscoveryPage(items=items, next_cursor=next_cursor)
 
 
+#: What :class:`Explain` may ask for besides the plan (``ANALYZE`` runs the statement).
+ExplainOption = Literal["ANALYZE", "BUFFERS"]
+
+
 class Explain(Executable, ClauseElement):
-    """``EXPLAIN <statement>`` with the statement's own bound parameters."""
+    """``EXPLAIN [(options)] <statement>`` with the statement's own bound parameters."""
 
     inherit_cache = False
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Select[Any], options: tuple[ExplainOption, ...] = ()) -> None:
         self.statement = statement
+        self.explain_options = options
 
 
 def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
-    return "EXPLAIN " + str(compiler.process(element.statement, **kw))
+    options = f"({', '.join(element.explain_options)}) " if element.explain_options else ""
+    return f"EXPLAIN {options}" + str(compiler.process(element.statement, **kw))
 
 
 def _register_explain() -> None:
@@ -359,11 +371,21 @@ def _register_explain() -> None:
 _register_explain()
 
 
-async def explain(session: AsyncSession, settings: Settings, *, viewer_id: int) -> list[str]:
-    """The query plan of ``viewer_id``'s first discovery page, one line per element."""
+async def explain(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    viewer_id: int,
+    options: tuple[ExplainOption, ...] = (),
+) -> list[str]:
+    """The plan of ``viewer_id``'s first discovery page (the route's default size), by line.
+
+    With ``options=("ANALYZE", "BUFFERS")`` the statement runs, and the plan shows actual rows,
+    times and buffers (the discovery benchmark reports them).
+    """
     viewer = await load_viewer(session, viewer_id)
     statement = candidates_query(
-        viewer, settings, as_of=dt.datetime.now(dt.UTC), after=None, limit=20
+        viewer, settings, as_of=dt.datetime.now(dt.UTC), after=None, limit=DISCOVERY_PAGE_DEFAULT
     )
-    result = await session.execute(Explain(statement))
+    result = await session.execute(Explain(statement, options))
     return [str(line) for line in result.scalars()]

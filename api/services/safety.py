@@ -1,7 +1,7 @@
 """Blocks and reports: a user's own safety tools.
 
 Owns the ``blocks`` and ``reports`` tables from the user's side (admins resolve reports in
-``api/services/admin.py``). A block is total and symmetric (the rule itself is
+``api/services/admin_reports.py``). A block is total and symmetric (the rule itself is
 ``api/services/relations.py``); creating one also ends a live match (the conversation closes,
 ``matches.unmatched_at`` is set), forgets the notifications each had about the other, moves the
 blocked user's trust, and, after the commit, publishes ``Block`` and ``Unmatch`` so every

@@ -1,0 +1,153 @@
+"""The discovery statement's plans, both as ``EXPLAIN (ANALYZE, BUFFERS)`` shows them and as run.
+
+Owns reading the plan of the very statement ``GET /api/discovery`` issues, built by the service
+(``candidates_query``; no SQL is copied here), in the two forms PostgreSQL runs it. The API's
+driver (asyncpg) prepares each statement once per connection, and PostgreSQL plans a prepared
+statement for its bound values (a *custom* plan) for its first :data:`CUSTOM_PLAN_RUNS`
+executions, then switches to one *generic* plan, made without the values, when that plan's
+estimated cost is no worse than the custom plans' average. So:
+
+- :func:`custom_plan`: ``EXPLAIN (ANALYZE, BUFFERS)`` through
+  :func:`api.services.discovery.explain`, which plans with the bound values: the first five
+  requests of each statement on each connection;
+- :func:`generic_plan`: the service's own :func:`~api.services.discovery.discover` on one
+  session with ``plan_cache_mode = force_generic_plan`` and ``auto_explain`` (``log_analyze``,
+  ``log_buffers``) sending the executed plan back to this client: every later request.
+
+:func:`summarize` reads either text plan: whether the radius test reads ``ix_profiles_location``
+(GiST), the access path to ``profiles``, its rows, the time and the buffers. It changes no
+setting outside its own transaction, which it rolls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.schemas.discovery import DISCOVERY_PAGE_DEFAULT
+from api.services.discovery import discover, explain
+from common.settings import Settings
+
+GIST_INDEX: Final = "ix_profiles_location"
+#: PostgreSQL's rule for a prepared statement: custom plans for this many executions first.
+CUSTOM_PLAN_RUNS: Final = 5
+#: The session settings that make ``discover`` run its generic plan and send it back to us.
+GENERIC_PLAN_SETTINGS: Final = (
+    "SET LOCAL plan_cache_mode = force_generic_plan",
+    "SET LOCAL auto_explain.log_min_duration = 0",
+    "SET LOCAL auto_explain.log_analyze = on",
+    "SET LOCAL auto_explain.log_buffers = on",
+    "SET LOCAL client_min_messages = log",
+)
+#: A plan line's node text, before ``(cost=...``; and the figures read from the plan.
+_NODE = re.compile(r"^\s*(?:->\s*)?(.*?)\s*\(cost=")
+_ACTUAL_ROWS = re.compile(r"actual time=[\d.]+\.\.[\d.]+ rows=(\d+)")
+_EXECUTION = re.compile(r"(?:Execution Time|duration): ([\d.]+) ms")
+_PLANNING = re.compile(r"Planning Time: ([\d.]+) ms")
+_BUFFERS = re.compile(r"Buffers: (.*)")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one executed plan of one searcher's first page showed."""
+
+    searcher: str
+    radius_km: int
+    kind: Literal["custom", "generic"]
+    gist_used: bool
+    #: The plan nodes that read ``profiles`` (index or sequential scans), without costs.
+    profiles_access: list[str]
+    #: Rows out of the first node that reads ``profiles`` (after the filters applied there).
+    scan_rows: int | None
+    execution_ms: float | None
+    #: Planning time (only ``EXPLAIN`` reports it; a generic plan was planned earlier).
+    planning_ms: float | None
+    #: The top node's buffer counts (``shared hit=... read=...``).
+    buffers: str | None
+    lines: list[str]
+
+    def line(self) -> str:
+        return (
+            f"{self.kind} plan {' | '.join(self.profiles_access)}; rows {self.scan_rows},"
+            f" execution {self.execution_ms} ms, buffers {self.buffers}"
+        )
+
+
+def summarize(
+    searcher: str, radius_km: int, lines: list[str], kind: Literal["custom", "generic"] = "custom"
+) -> Plan:
+    """Read one text plan (``EXPLAIN (ANALYZE, BUFFERS)`` or ``auto_explain``'s)."""
+    profiles = [line for line in lines if " on profiles" in line or GIST_INDEX in line]
+    access = [node.group(1) for line in profiles if (node := _NODE.match(line))]
+    rows = next((int(m.group(1)) for line in profiles if (m := _ACTUAL_ROWS.search(line))), None)
+
+    def first(pattern: re.Pattern[str]) -> str | None:
+        return next((m.group(1) for line in lines if (m := pattern.search(line))), None)
+
+    execution, planning = first(_EXECUTION), first(_PLANNING)
+    return Plan(
+        searcher=searcher,
+        radius_km=radius_km,
+        kind=kind,
+        gist_used=any(GIST_INDEX in node for node in access),
+        profiles_access=access,
+        scan_rows=rows,
+        execution_ms=float(execution) if execution else None,
+        planning_ms=float(planning) if planning else None,
+        buffers=first(_BUFFERS),
+        lines=lines,
+    )
+
+
+async def custom_plan(session: AsyncSession, settings: Settings, *, viewer_id: int) -> list[str]:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of the viewer's first page, planned for its values."""
+    return await explain(session, settings, viewer_id=viewer_id, options=("ANALYZE", "BUFFERS"))
+
+
+def plan_of_page(messages: list[str]) -> list[str]:
+    """From ``auto_explain``'s messages, the page query's: its duration line, then its plan.
+
+    Each message is ``duration: … ms  plan:``, the query text, then the plan, whose first line
+    is the first with a cost; the page query is the one that reads ``profiles`` through the
+    ``near`` CTE (the other is the viewer's own row).
+    """
+    for message in messages:
+        lines = message.splitlines()
+        if "CTE near" not in message or not lines:
+            continue
+        start = next((i for i, line in enumerate(lines) if "(cost=" in line), len(lines))
+        return [lines[0], *lines[start:]]
+    return []
+
+
+async def generic_plan(session: AsyncSession, settings: Settings, *, viewer_id: int) -> list[str]:
+    """The executed generic plan of the viewer's first page, as the API runs it after warm-up."""
+    connection = await session.connection()
+    raw: Any = await connection.get_raw_connection()
+    driver = raw.driver_connection  # the asyncpg connection under SQLAlchemy's adapter
+    messages: list[str] = []
+
+    def listener(_connection: object, message: Any) -> None:
+        messages.append(str(message.message))
+
+    await session.execute(text("LOAD 'auto_explain'"))
+    for statement in GENERIC_PLAN_SETTINGS:
+        await session.execute(text(statement))
+    driver.add_log_listener(listener)
+    try:
+        await discover(
+            session, settings, viewer_id=viewer_id, cursor=None, limit=DISCOVERY_PAGE_DEFAULT
+        )
+        # auto_explain logs when the executor ends, which for asyncpg's unnamed portal is when
+        # the next statement binds; asyncpg then hands the message over with call_soon.
+        await session.execute(text("SELECT 1"))
+        await asyncio.sleep(0)
+    finally:
+        driver.remove_log_listener(listener)
+        await session.rollback()
+    return plan_of_page(messages)
