@@ -33,6 +33,11 @@ from websockets.protocol import CONNECTING, OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import BytesLike
 
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - the C extension ships in the wheels
+    from websockets.utils import apply_mask
+
 log = logging.getLogger("realtime.transport")
 
 #: Headers of unmasked, unfragmented server text frames (RFC 6455 section 5.2) by length class.
@@ -129,6 +134,11 @@ class WsSocket(asyncio.Protocol):
         self.handler: Handler | None = None
         #: No extension negotiated: frames are framed here rather than by the library.
         self.plain = True
+        #: Incoming text frames may be parsed here (:meth:`_fast_frames`): open, plain, and no
+        #: fragmented message under way.
+        self.fast = False
+        limit = protocol.max_message_size
+        self.max_size: int = (1 << 62) if limit is None else limit
         self._queue: list[bytes] = []
         self._queued = 0
         self._fragments: list[BytesLike] | None = None
@@ -214,6 +224,10 @@ class WsSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
+        if self.fast and not protocol.reader.buffer:
+            data = self._fast_frames(data)
+            if not data:
+                return
         protocol.receive_data(data)
         events = protocol.events_received()
         self._send_data()  # pongs, the echo of a close, a refused request
@@ -239,6 +253,37 @@ class WsSocket(asyncio.Protocol):
 
     # -- frames ------------------------------------------------------------------------------
 
+    def _fast_frames(self, data: bytes) -> bytes:
+        """Take the leading whole, unfragmented, masked text frames of ``data``; return the rest.
+
+        The common frame needs none of the library's parser (a generator, a ``Frame`` and an
+        ``Opcode`` per frame): with no extension, no fragmented message under way and nothing
+        buffered in the parser, a ``0x81`` header with the mask bit and a payload under
+        ``max_size`` is unmasked here. Anything else (control frames, fragments, a frame cut by
+        the read, a bad header, an oversized one) and everything after it goes to
+        ``ServerProtocol``, which then sees the stream from a frame boundary.
+        """
+        pos, end_of_data, max_size = 0, len(data), self.max_size
+        protocol = self.protocol
+        while self.fast and protocol.state is OPEN and end_of_data - pos >= 6:
+            if data[pos] != 0x81:
+                break
+            length = data[pos + 1] ^ 0x80  # the mask bit must be set: other values fall back
+            if length < 126:
+                start = pos + 6
+            elif length == 126 and end_of_data - pos >= 8:
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                start = pos + 8
+            else:
+                break
+            end = start + length
+            if length > max_size or end > end_of_data:
+                break
+            payload = apply_mask(data[start:end], data[start - 4 : start])
+            pos = end
+            self._message(True, payload)
+        return data[pos:] if pos else data
+
     def _on_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
         if opcode is TEXT or opcode is BINARY:
@@ -246,12 +291,14 @@ class WsSocket(asyncio.Protocol):
                 self._message(opcode is TEXT, frame.data)
             else:
                 self._fragments, self._fragments_text = [frame.data], opcode is TEXT
+                self.fast = False
         elif opcode is CONT:
             if self._fragments is not None:
                 self._fragments.append(frame.data)
                 if frame.fin:
                     data = b"".join(self._fragments)
                     self._fragments = None
+                    self.fast = self.plain
                     self._message(self._fragments_text, data)
         elif opcode is PONG and frame.data == self._ping and not self._closing_timer:
             self._pong()
@@ -322,7 +369,7 @@ class WsSocket(asyncio.Protocol):
         if protocol.state is not OPEN:
             return  # an HTTP answer: the EOF went out with it, the close timer runs
         self._cancel_timer()
-        self.plain = not protocol.extensions
+        self.plain = self.fast = not protocol.extensions
         self.handler = handler = self.host.opened(self)
         if self.ping_interval_s is not None:
             self._arm(self.ping_interval_s, self._send_ping)

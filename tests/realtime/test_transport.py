@@ -16,8 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from websockets.client import ClientProtocol
-from websockets.frames import CLOSE, Close
-from websockets.protocol import CONNECTING
+from websockets.frames import CLOSE, PONG, TEXT, Close, Frame
 from websockets.uri import parse_uri
 
 from tests.realtime.conftest import WAIT, Nodes, client, open_client, start_node
@@ -83,35 +82,90 @@ async def test_a_client_that_answers_pings_stays_open(
     await c.close()
 
 
+class RawClient:
+    """A client on a plain TCP stream with the library's sans-I/O client: every byte is ours."""
+
+    def __init__(self, proto: ClientProtocol, reader: asyncio.StreamReader, writer: Any) -> None:
+        self.proto, self.reader, self.writer = proto, reader, writer
+
+    @classmethod
+    async def connect(cls, url: str, token: str) -> RawClient:
+        proto = ClientProtocol(parse_uri(url))
+        request = proto.connect()
+        request.headers["Authorization"] = f"Bearer {token}"
+        proto.send_request(request)
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        raw = cls(proto, reader, writer)
+        raw.write_pending()
+        return raw
+
+    def write_pending(self) -> None:
+        for data in self.proto.data_to_send():
+            self.writer.write(data)
+
+    async def frames(self, until: Callable[[Frame], bool], *, answer: bool) -> list[Frame]:
+        """Frames in until ``until`` holds for one (pings answered only if ``answer``)."""
+        got: list[Frame] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while loop.time() < deadline:
+            data = await asyncio.wait_for(self.reader.read(65536), deadline - loop.time())
+            assert data, f"EOF after {got}"
+            self.proto.receive_data(data)
+            pending = self.proto.data_to_send()
+            if answer:
+                for chunk in pending:
+                    self.writer.write(chunk)
+            for event in self.proto.events_received():
+                if isinstance(event, Frame):
+                    got.append(event)
+                    if until(event):
+                        return got
+        raise AssertionError(f"timed out after {got}")
+
+
 async def test_a_peer_that_never_answers_pings_is_closed_with_1011(
     fast_pings: ServiceProcess, new_user: Callable[..., Any], make_token: Callable[..., str]
 ) -> None:
     url = f"ws://127.0.0.1:{fast_pings.port}/"
-    proto = ClientProtocol(parse_uri(url))
-    request = proto.connect()
-    request.headers["Authorization"] = f"Bearer {make_token(await new_user())}"
-    proto.send_request(request)
-    parts = urlsplit(url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    raw = await RawClient.connect(url, make_token(await new_user()))
     try:
-        for data in proto.data_to_send():
-            writer.write(data)
-        close: Close | None = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT
-        while close is None and loop.time() < deadline:
-            data = await asyncio.wait_for(reader.read(65536), deadline - loop.time())
-            if not data:
-                break
-            proto.receive_data(data)
-            proto.data_to_send()  # the pongs: never written
-            for event in proto.events_received():
-                if getattr(event, "opcode", None) is CLOSE:
-                    close = Close.parse(event.data)  # type: ignore[union-attr]
-        assert proto.state is not CONNECTING
-        assert close is not None and (close.code, close.reason) == (1011, "keepalive ping timeout")
+        frames = await raw.frames(lambda f: f.opcode is CLOSE, answer=False)
+        close = Close.parse(frames[-1].data)
+        assert (close.code, close.reason) == (1011, "keepalive ping timeout")
     finally:
-        writer.close()
+        raw.writer.close()
+
+
+async def test_frames_cut_anywhere_and_mixed_with_control_frames_keep_their_order(
+    nodes: Nodes, new_user: Callable[..., Any], make_token: Callable[..., str]
+) -> None:
+    raw = await RawClient.connect(nodes.a, make_token(await new_user()))
+    try:
+        assert b'"ready"' in (await raw.frames(lambda f: f.opcode is TEXT, answer=True))[-1].data
+        rids = []
+        for i in range(24):
+            rid = f"r{i}"
+            rids.append(rid)
+            frame: dict[str, Any] = {"type": "ping", "rid": rid}
+            if not i % 3:  # one past 125 bytes (a 16-bit length) between the short ones
+                frame = {"type": "send", "cid": 10**12, "cmid": "c", "body": "y" * 300, "rid": rid}
+            raw.proto.send_text(json.dumps(frame).encode())
+            if i == 10:
+                raw.proto.send_ping(b"mid!")
+        stream = b"".join(raw.proto.data_to_send())
+        for at in range(0, len(stream), 37):  # cuts headers, masks and payloads alike
+            raw.writer.write(stream[at : at + 37])
+            await raw.writer.drain()
+            await asyncio.sleep(0)
+        frames = await raw.frames(lambda f: f.opcode is TEXT and b'"r23"' in f.data, answer=True)
+        texts = [json.loads(bytes(f.data)) for f in frames if f.opcode is TEXT]
+        assert [t["rid"] for t in texts] == rids
+        assert [t["type"] for t in texts[:3]] == ["error", "pong", "pong"]
+        assert any(f.opcode is PONG and f.data == b"mid!" for f in frames)
+    finally:
+        raw.writer.close()
 
 
 async def test_a_close_from_the_client_completes_the_handshake(
