@@ -245,6 +245,7 @@ class WsSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.protocol.receive_eof()
+        self.fast = False
         self._cancel_timer()
         self._queue, self._queued = [], 0
         handler, self.handler = self.handler, None
