@@ -1,18 +1,18 @@
-"""The connection driver: the only code that awaits on one WebSocket.
+"""The connection driver: the only code that awaits on behalf of one WebSocket.
 
-Owns one socket's I/O: it reads frames into the :class:`~realtime.protocol.Protocol`, performs
-the actions the protocol asks for through the :class:`~realtime.node.Node` (auth, membership
-refresh and sync are awaited in order; sends and reads are queued to the batch writer without
-awaiting), writes the frames it produces, and runs its one timer (auth timeout, reauth notice,
-token lapse) as a loop callback, not a task. Writes never await: every frame written to a socket
-in one loop tick is framed here (an unmasked server text frame is a 2-10 byte header and the
-payload) and queued, and one loop callback writes them all with a single ``transport.write``
-(acks and deliveries of a batch then cost one syscall per socket, not one per frame). A socket
-whose transport buffer plus queue is past the high-water mark is closed with
-:data:`Close.SLOW_CONSUMER`. With a negotiated extension (deflate) frames go through
-``websockets.broadcast`` instead, one by one.
+Owns one socket's conversation with the protocol core: the transport hands it every complete
+text message synchronously (:meth:`Connection.on_text`, no reader task and no future per frame);
+it feeds the :class:`~realtime.protocol.Protocol`, writes the frames that produces, and performs
+its actions through the :class:`~realtime.node.Node`. Sends and reads are queued to the batch
+writer without awaiting; the actions that must await (auth, membership refresh, sync, presence)
+run in one task per action, in order: while one runs, later messages wait in a bounded backlog
+(reading pauses past :data:`BACKLOG_HIGH`) and are fed once it is done, so the protocol sees
+them in the order they came. Its one timer (auth timeout, reauth notice, token lapse) is a loop
+callback, not a task. Writes never await: a socket whose unsent bytes (transport buffer plus
+this tick's queue) would pass the high-water mark is closed with :data:`Close.SLOW_CONSUMER`.
 
-It decides nothing about what a frame means (the protocol does).
+What it needs of the transport is the :class:`Link` protocol (``realtime/transport.py`` frames,
+coalesces and writes); it decides nothing about what a frame means (the protocol does).
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import struct
 import time
+import typing
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from websockets.asyncio.connection import broadcast
-from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
+from websockets.http11 import Request
 
 from common.codes import Close, Err
 from realtime.domain import ReadOutcome, SendOutcome
@@ -54,21 +53,10 @@ log = logging.getLogger("realtime.connection")
 #: Query parameters that would carry a credential (refused: URLs land in logs and histories).
 _TOKEN_PARAMS = frozenset({"token", "access_token", "jwt", "auth", "authorization", "bearer"})
 
-
-#: Headers of unmasked, unfragmented server text frames (RFC 6455 section 5.2) by length class.
-_SHORT = [bytes((0x81, n)) for n in range(126)]
-_MEDIUM = struct.Struct("!BBH")
-_LONG = struct.Struct("!BBQ")
-
-
-def text_frame(data: bytes) -> bytes:
-    """The header of a server text frame carrying ``data`` (server frames are not masked)."""
-    n = len(data)
-    if n < 126:
-        return _SHORT[n]
-    if n < 65536:
-        return _MEDIUM.pack(0x81, 126, n)
-    return _LONG.pack(0x81, 127, n)
+#: Messages held while an action is awaited: reading pauses above the first, resumes below the
+#: second (as the library's own receive queue did, 16 and 4).
+BACKLOG_HIGH = 16
+BACKLOG_LOW = 4
 
 
 def token_in_query(path: str) -> bool:
@@ -91,11 +79,39 @@ def bearer_token(headers: Headers) -> str | None:
     return token.strip()
 
 
+class Link(typing.Protocol):
+    """What a connection needs of its transport (:class:`realtime.transport.WsSocket`)."""
+
+    @property
+    def request(self) -> Request | None: ...
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    def pending(self) -> int:
+        """Bytes queued or buffered and not yet on the wire."""
+
+    def send_text(self, data: bytes) -> None:
+        """Queue one encoded text frame for this tick's single write."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (frames queued before it go first)."""
+
+    def drop_queued(self) -> None:
+        """Forget what this tick queued (a slow consumer's close goes out next)."""
+
+    def set_send_buffer(self, size: int) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
 class Connection:
     """One authenticated (or authenticating) socket."""
 
-    def __init__(self, ws: ServerConnection, node: Node) -> None:
-        self.ws, self.node = ws, node
+    def __init__(self, link: Link, node: Node) -> None:
+        self.link, self.node = link, node
         self.session = node.new_session()
         self.user_id = 0
         #: The ``ver`` claim of the token this socket last authenticated with (safety events
@@ -106,71 +122,116 @@ class Connection:
         self.proto: Protocol | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
-        self._closer: asyncio.Task[None] | None = None
-        self._loop = asyncio.get_running_loop()
-        #: Headers and payloads queued this loop tick, and their size (see :meth:`write`).
-        self._queue: list[bytes] = []
-        self._queued = 0
-        #: No extension negotiated: frames can be built here rather than by websockets.
-        self._plain = not ws.protocol.extensions
+        #: The task performing awaited actions (None when idle) and the messages that wait for it.
+        self._actions: asyncio.Task[None] | None = None
+        self._backlog: deque[str | None] = deque()
+        self._paused = False
 
-    # -- the read loop -----------------------------------------------------------------------
+    # -- frames in ---------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        request = self.ws.request
+    def start(self) -> None:
+        """The handshake is done: refuse a token in the URL, else start the protocol."""
+        request = self.link.request
         assert request is not None
         if token_in_query(request.path):
-            await self.ws.close(Close.TOKEN_IN_QUERY, "token in query string")
+            self._start_close(Close.TOKEN_IN_QUERY, "token in query string")
             return
         if self.node.sndbuf:
             # A bounded kernel buffer makes the high-water mark mean what it says.
-            sock = self.ws.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.node.sndbuf)
-        self.proto = proto = Protocol(
+            self.link.set_send_buffer(self.node.sndbuf)
+        self.proto = Protocol(
             self.node.config,
             session=self.session,
             now=time.time(),
             header_token=bearer_token(request.headers),
         )
+        self._drain()
+
+    def on_text(self, data: str) -> None:
+        self._receive(data)
+
+    def on_binary(self) -> None:
+        self._receive(None)
+
+    def _receive(self, data: str | None) -> None:
+        if self.closing or self.proto is None:
+            return
+        if self._actions is not None:
+            self._backlog.append(data)
+            if len(self._backlog) >= BACKLOG_HIGH and not self._paused:
+                self._paused = True
+                self.link.pause_reading()
+            return
         try:
-            await self._pump()
-            while not self.closing:
-                try:
-                    message = await self.ws.recv()
-                except ConnectionClosed:
+            self._feed(data)
+            self._drain()
+        except Exception:
+            log.exception("connection failed", extra={"conn": self.session, "user": self.user_id})
+            self.close(Close.INTERNAL, "internal error")
+
+    def _feed(self, data: str | None) -> None:
+        assert self.proto is not None
+        if data is None:
+            self.proto.receive_binary(time.time())
+        else:
+            self.proto.receive_text(data, time.time())
+
+    def _drain(self) -> None:
+        """Emit what the protocol produced; the first output that awaits starts the action task."""
+        assert self.proto is not None
+        outputs = self.proto.take()
+        for i, output in enumerate(outputs):
+            if not self._emit(output):
+                self._actions = asyncio.create_task(self._run_actions(outputs[i:]))
+                return
+        self._reschedule()
+
+    async def _run_actions(self, outputs: list[Output]) -> None:
+        """Perform ``outputs`` in order, then what they and the backlog produce, until idle."""
+        proto = self.proto
+        assert proto is not None
+        try:
+            while True:
+                for output in outputs:
+                    if not self._emit(output):
+                        await self._perform(output)
+                outputs = proto.take()
+                while not outputs and self._backlog and not self.closing:
+                    self._feed(self._backlog.popleft())
+                    outputs = proto.take()
+                if not outputs:
                     break
-                if isinstance(message, str):
-                    proto.receive_text(message, time.time())
-                else:
-                    proto.receive_binary(time.time())
-                await self._pump()
         except Exception:
             log.exception("connection failed", extra={"conn": self.session, "user": self.user_id})
             self.close(Close.INTERNAL, "internal error")
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
-            if self.attached:
-                self.attached = False
-                await self.node.detach(self)
-            if self._closer is not None:
-                with contextlib.suppress(Exception):
-                    await self._closer
-            if self.user_id:
-                log.info(
-                    "socket closed",
-                    extra={"conn": self.session, "user": self.user_id, "code": self.ws.close_code},
-                )
-
-    async def _pump(self) -> None:
-        """Write what the protocol produced and perform its actions until it has nothing left."""
-        assert self.proto is not None
-        while outputs := self.proto.take():
-            for output in outputs:
-                if not self._emit(output):
-                    await self._perform(output)
+            self._actions = None
+            if self._paused and not self.closing:
+                self._paused = False
+                self.link.resume_reading()
         self._reschedule()
+
+    def on_closed(self) -> Coroutine[Any, Any, None]:
+        """The TCP connection is gone: stop the timer; detach once any action has finished."""
+        self.closing = True
+        self._backlog.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return self._closed()
+
+    async def _closed(self) -> None:
+        if self._actions is not None:
+            with contextlib.suppress(Exception):
+                await self._actions
+        if self.attached:
+            self.attached = False
+            await self.node.detach(self)
+        if self.user_id:
+            log.info(
+                "socket closed",
+                extra={"conn": self.session, "user": self.user_id, "code": self.link.close_code},
+            )
 
     def _emit(self, output: Output) -> bool:
         """Handle outputs that need no awaiting; False for the ones :meth:`_perform` awaits."""
@@ -273,37 +334,16 @@ class Connection:
         """Queue one encoded text frame for this tick's single write; never awaits."""
         if self.closing:
             return
-        self._queued += len(data)
-        if self.ws.transport.get_write_buffer_size() + self._queued > self.node.high_water:
+        link = self.link
+        if link.pending() + len(data) > self.node.high_water:
             self.node.slow_consumer_closes += 1
-            self._queue, self._queued = [], 0
+            link.drop_queued()  # it is behind already: the close frame goes next
             self.close(Close.SLOW_CONSUMER, "slow consumer")
             return
-        queue = self._queue
-        if not queue:
-            self._loop.call_soon(self._write_queued)
-        queue.append(text_frame(data))
-        queue.append(data)
-
-    def _write_queued(self) -> None:
-        """Write what this tick queued: whole frames, in order, while the socket is OPEN."""
-        queue, self._queue, self._queued = self._queue, [], 0
-        if not queue or self.ws.protocol.state is not State.OPEN:
-            return
-        if not self._plain:
-            for data in queue[1::2]:
-                broadcast((self.ws,), data, text=True)
-            return
-        try:
-            self.ws.transport.write(b"".join(queue))
-        except Exception as exc:  # as broadcast: a failed write is the reader's problem
-            log.warning(
-                "write failed",
-                extra={"conn": self.session, "user": self.user_id, "error": type(exc).__name__},
-            )
+        link.send_text(data)
 
     def close(self, code: int, reason: str) -> None:
-        """Close from outside the read loop (slow consumer, shutdown, safety events)."""
+        """Close from outside the protocol (slow consumer, shutdown, safety events)."""
         if self.proto is not None:
             self.proto.close(code, reason)
             self.proto.take()
@@ -312,13 +352,13 @@ class Connection:
     def _start_close(self, code: int, reason: str) -> None:
         if self.closing:
             return
-        # Frames queued before the close (an error that explains it) go out before the close frame.
-        self._write_queued()
         self.closing = True
+        self._backlog.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._closer = asyncio.create_task(self.ws.close(code, reason))
+        # Frames queued before the close (an error that explains it) go out before the close frame.
+        self.link.close(code, reason)
 
     # -- the timer ---------------------------------------------------------------------------
 

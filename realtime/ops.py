@@ -24,7 +24,6 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from websockets.asyncio.server import Server, ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
@@ -38,10 +37,11 @@ from realtime.metrics import CONTENT_TYPE, TALLY, Gauges, Tally, build_registry,
 from realtime.node import Node
 from realtime.presence import Presence
 from realtime.store import UNAVAILABLE_ERRORS
+from realtime.wsserver import WsServer
 
 log = logging.getLogger("realtime.ops")
 
-ProcessRequest = Callable[[ServerConnection, Request], Response | None]
+ProcessRequest = Callable[[object, Request], Response | None]
 OnDone = Callable[[list[Outcome]], None]
 
 
@@ -76,7 +76,7 @@ class Ops:
     draining: bool = False
 
     def process_request(
-        self, connection: ServerConnection, request: Request
+        self, connection: object, request: Request
     ) -> Response | Awaitable[Response | None] | None:
         path = request.path.partition("?")[0]
         if path == "/healthz":
@@ -176,7 +176,7 @@ class NodeOps:
     presence: Presence
     ops: Ops
     registry: CollectorRegistry
-    server: Server | None = None
+    server: WsServer | None = None
 
     @classmethod
     def build(
@@ -222,13 +222,13 @@ class NodeOps:
         built = cls(presence, ops, registry)
         return built
 
-    def serving(self, server: Server) -> None:
+    def serving(self, server: WsServer) -> None:
         """The WebSocket server is up: its connection count feeds ``mm_rt_connections_open``."""
         self.server = server
 
     def open_connections(self) -> int:
         """Open WebSocket connections, authenticated or not."""
-        return 0 if self.server is None else len(self.server.connections)
+        return 0 if self.server is None else self.server.open_count
 
 
 def _measured(writer: BatchWriter, on_done: Callable[[list[Outcome]], None]) -> OnDone:

@@ -3,9 +3,10 @@
 Builds, in order: the key set (public keys only), the asyncpg pool (lazy, so the node starts
 with PostgreSQL down), the store and batch writer, the hub, the Redis broker, presence, the
 safety-events consumer, the moderation filter, the ops routes and the node that ties them
-together; then serves WebSockets (uvloop, ``websockets``) with ``/healthz``, ``/readyz`` and
-``/metrics`` answered in the handshake hook. Every background task is owned by a part that
-cancels and awaits it. SIGTERM drains, bounded by ``MM_REALTIME_DRAIN_S``: mark the node
+together; then serves WebSockets (uvloop, the ``websockets`` sans-I/O core driven from an
+``asyncio.Protocol``: :mod:`realtime.wsserver`, :mod:`realtime.transport`) with ``/healthz``,
+``/readyz`` and ``/metrics`` answered in the handshake hook. Every background task is owned by
+a part that cancels and awaits it. SIGTERM drains, bounded by ``MM_REALTIME_DRAIN_S``: mark the node
 unready, close every socket with 1012 (reconnect elsewhere; this also stops accepting), flush
 the batch writer (sends in flight are committed; their clients settle them by resending the
 same ``cmid``), settle pending presence graces, then stop the safety consumer, withdraw routes
@@ -29,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from common.codes import Close
@@ -48,18 +48,20 @@ from realtime.ops import NodeOps, text
 from realtime.protocol import Config
 from realtime.safety import SafetyConsumer
 from realtime.store import Store, create_pool
+from realtime.transport import WsSocket
+from realtime.wsserver import WsServer
 
 log = logging.getLogger("realtime.server")
 
 
 def make_process_request(
     allowed_origins: list[str],
-) -> Callable[[ServerConnection, Request], Response | None]:
+) -> Callable[[object, Request], Response | None]:
     """The Origin allow-list, checked before the WebSocket handshake (the HTTP routes are
     in :class:`realtime.ops.Ops`, which falls back to this)."""
     allowed = frozenset(allowed_origins)
 
-    def process_request(connection: ServerConnection, request: Request) -> Response | None:
+    def process_request(connection: object, request: Request) -> Response | None:
         origin = request.headers.get("Origin")
         # Browsers always send Origin; native clients send none and are not subject to CORS.
         if origin is not None and origin not in allowed:
@@ -179,12 +181,12 @@ class Services:
         self.safety.start()
         self.ops.presence.start()
 
-    async def stop(self, server: Server, *, timeout_s: float, grace_s: float) -> None:
+    async def stop(self, server: WsServer, *, timeout_s: float, grace_s: float) -> None:
         """Drain: unready, stop accepting, close sockets with 1012 (clients reconnect to another
         node), commit what the writer holds, settle presence, deregister, close."""
         self.ops.ops.draining = True
         self.node.close_all(Close.SERVICE_RESTART, "node draining")
-        server.close(close_connections=True, code=Close.SERVICE_RESTART, reason="node draining")
+        server.close(Close.SERVICE_RESTART, "node draining")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), timeout_s)
         await self.writer.stop(drain_timeout_s=timeout_s)
@@ -207,21 +209,22 @@ async def run(settings: Settings) -> None:
     services = await Services.build(settings)
     node = services.node
 
-    async def handle(ws: ServerConnection) -> None:
-        await Connection(ws, node).run()
+    def open_socket(sock: WsSocket) -> Connection:
+        conn = Connection(sock, node)
+        conn.start()
+        return conn
 
-    server = await serve(
-        handle,
-        settings.realtime_host,
-        settings.realtime_port,
+    server = WsServer(
+        open_socket,
         process_request=services.ops.ops.process_request,
         max_size=settings.max_frame_bytes,
-        compression="deflate" if settings.ws_compression else None,
-        ping_interval=settings.heartbeat_s,
-        ping_timeout=settings.heartbeat_s,
-        close_timeout=settings.realtime_io_timeout_s * 2,
-        reuse_port=settings.realtime_reuse_port or None,
-        server_header=None,
+        compression=settings.ws_compression,
+        ping_interval_s=settings.heartbeat_s,
+        ping_timeout_s=settings.heartbeat_s,
+        close_timeout_s=settings.realtime_io_timeout_s * 2,
+    )
+    await server.start(
+        settings.realtime_host, settings.realtime_port, reuse_port=settings.realtime_reuse_port
     )
     services.ops.serving(server)
     services.start()
