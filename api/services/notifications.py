@@ -4,9 +4,13 @@ Owns the ``notifications`` table for every area. Convention: ``payload["user_id"
 other person a notification is about (the liker, the match, the sender); a block between the
 recipient and that person means the notification is not created, not listed and, at the block,
 deleted. Creation joins the caller's transaction; the caller commits, then calls
-:func:`push` so connected clients get it live (``Notify`` on the safety stream). Messages
-received live get no notification: the realtime server decides that, it only calls in here
-(or writes the same row) for recipients who were offline.
+:func:`push` so connected clients get it live (``Notify`` on the safety stream).
+
+``message`` notifications are written by the realtime nodes (``realtime/notices.py``), for
+recipients with no socket on any node: one unread row per (recipient, conversation), payload
+``{"user_id": sender, "conversation_id", "count", "seq"}`` (a partial unique index keeps it one).
+Here they are only read, marked read by the REST read mark (:func:`read_messages`) and, with
+an unmatch or a block, deleted.
 
 Must not: commit on behalf of a caller's transaction, or publish before the commit.
 """
@@ -27,6 +31,7 @@ from api.schemas.notifications import (
     NotificationPage,
     UnreadCount,
 )
+from api.services.matching import MESSAGE_NOTIFICATION as MESSAGE
 from api.services.matching import publish_after_commit
 from api.services.paging import newest_first, next_cursor
 from api.services.relations import blocked_between, is_blocked_between
@@ -38,6 +43,12 @@ def _about() -> ColumnElement[int]:
     """The person a notification row is about (NULL when it names nobody)."""
     about: ColumnElement[int] = Notification.payload["user_id"].astext.cast(BigInteger)
     return about
+
+
+def conversation_of() -> ColumnElement[int]:
+    """The conversation a ``message`` notification row is about."""
+    cid: ColumnElement[int] = Notification.payload["conversation_id"].astext.cast(BigInteger)
+    return cid
 
 
 def _visible(user_id: int) -> ColumnElement[bool]:
@@ -82,6 +93,25 @@ async def forget_between(session: AsyncSession, a: int, b: int) -> None:
             ((Notification.user_id == a) & (_about() == b))
             | ((Notification.user_id == b) & (_about() == a))
         )
+    )
+
+
+async def read_messages(
+    session: AsyncSession, *, user_id: int, conversation_id: int, seq: int
+) -> None:
+    """In the caller's transaction: the conversation's unread ``message`` notification is read
+    once the read mark ``seq`` covers its newest message (as a receipt on a socket does)."""
+    newest = Notification.payload["seq"].astext.cast(BigInteger)
+    await session.execute(
+        update(Notification)
+        .where(
+            Notification.user_id == user_id,
+            Notification.kind == MESSAGE,
+            Notification.read_at.is_(None),
+            conversation_of() == conversation_id,
+            newest <= seq,
+        )
+        .values(read_at=func.now())
     )
 
 
