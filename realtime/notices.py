@@ -5,17 +5,19 @@ recipient has no socket here and no route on any other node (the broker answers 
 same routes lookup it makes for the fan-out, see :meth:`realtime.broker.RedisBroker.publish`)
 is queued here as ``(recipient, conversation, sender, seq)``; a read receipt as ``(reader,
 conversation, seq)``. Nothing is awaited on the way: the queue is bounded and one background
-task writes whatever queued since its last round trip, with at most two statements:
+task writes whatever queued since its last round trip (at most every :data:`INTERVAL_S`), with
+at most two statements:
 
 - :data:`CLEAR_SQL` marks read the unread message notification of each (reader, conversation)
   whose newest message the receipt covers;
 - :data:`UPSERT_SQL` inserts one notification per (recipient, conversation), or adds to the
   unread one's count (``ON CONFLICT`` on the partial unique index of alembic ``0006``, so two
   nodes coalesce too). It skips messages the recipient has read meanwhile, members no longer
-  in the conversation, closed conversations (unmatch, block) and blocked pairs. It takes
-  ``FOR SHARE`` on the conversation rows, so it serializes with an unmatch or a block (which
-  close the conversation, then delete the pair's notifications in the same transaction): no
-  notification outlives either.
+  in the conversation, closed conversations (unmatch, block) and blocked pairs. It takes no
+  lock on the conversation rows (a ``FOR SHARE`` there would make the batch writer's ``FOR
+  UPDATE`` wait behind it); an upsert racing an unmatch or a block, which delete the
+  conversation's notifications, can leave a row behind, and the API hides message
+  notifications of closed conversations and blocked pairs.
 
 Clears run first: a receipt and a later offline message in one round trip leave the new one
 unread, and an offline message followed by its own receipt is skipped by the read-mark check.
@@ -47,6 +49,10 @@ log = logging.getLogger("realtime.notices")
 QUEUE_MAX: Final = 20_000
 #: After a failed write, wait this long before the next (PostgreSQL is likely down).
 RETRY_S: Final = 1.0
+#: At least this long between two writes, so that under load one statement carries many
+#: messages and one row update serves a whole conversation's burst (nobody waits for these:
+#: the recipient is offline). The first after a quiet spell is written at once.
+INTERVAL_S: Final = 0.1
 
 #: Every table and column this module's SQL touches (checked against common.models by a test).
 COLUMNS: Final = {
@@ -64,20 +70,14 @@ WHERE n.user_id = r.user_id AND n.kind = 'message' AND n.read_at IS NULL
   AND (n.payload ->> 'seq')::bigint <= r.seq
 """
 
-# Rows: one per offline (recipient, message). The conversation lock comes first, in id order.
+# Rows: one per offline (recipient, message).
 UPSERT_SQL: Final = """
-WITH open AS MATERIALIZED (
-    SELECT c.id FROM conversations c
-    WHERE c.id = ANY ($2::bigint[]) AND c.closed_at IS NULL
-    ORDER BY c.id
-    FOR SHARE
-)
 INSERT INTO notifications AS n (user_id, kind, payload)
 SELECT r.user_id, 'message',
        jsonb_build_object('user_id', max(r.sender), 'conversation_id', r.cid,
                           'count', count(*), 'seq', max(r.seq))
 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS r(user_id, cid, sender, seq)
-JOIN open ON open.id = r.cid
+JOIN conversations c ON c.id = r.cid AND c.closed_at IS NULL
 JOIN conversation_members m ON m.conversation_id = r.cid AND m.user_id = r.user_id
 WHERE r.seq > m.last_read_seq
   AND NOT EXISTS (
@@ -124,9 +124,10 @@ class MessageNotices:
         timeout_s: float,
         is_local: Callable[[int], bool],
         queue_max: int = QUEUE_MAX,
+        interval_s: float = INTERVAL_S,
     ) -> None:
         self.pool, self.timeout_s, self.is_local = pool, timeout_s, is_local
-        self.queue_max = queue_max
+        self.queue_max, self.interval_s = queue_max, interval_s
         #: ``(recipient, cid, sender, seq)`` per offline recipient of a committed message.
         self._offline: list[tuple[int, int, int, int]] = []
         #: ``(reader, cid) -> seq``: the newest receipt of each since the last write.
@@ -189,8 +190,7 @@ class MessageNotices:
             if not self.pending:
                 self._wake.clear()
                 await self._wake.wait()
-            if not await self.flush():
-                await asyncio.sleep(RETRY_S)
+            await asyncio.sleep(self.interval_s if await self.flush() else RETRY_S)
 
     async def flush(self) -> bool:
         """Write everything queued in one round trip or two; False when it was dropped."""

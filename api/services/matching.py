@@ -482,9 +482,8 @@ async def _end_match(
         .where(Conversation.id == row.conversation_id)
         .values(closed_at=func.coalesce(Conversation.closed_at, func.now()))
     )
-    # Its message notifications go with it. After the row lock above: a node's notification
-    # upsert (realtime/notices.py) shares that lock, so it either lands before this delete or
-    # sees the conversation closed.
+    # Its message notifications go with it (one that a node's upsert, realtime/notices.py,
+    # writes while this commits is hidden: notifications.list_page skips closed conversations).
     await session.execute(
         delete(Notification).where(
             Notification.user_id.in_((row.user_low_id, row.user_high_id)),

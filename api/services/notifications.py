@@ -10,7 +10,8 @@ deleted. Creation joins the caller's transaction; the caller commits, then calls
 recipients with no socket on any node: one unread row per (recipient, conversation), payload
 ``{"user_id": sender, "conversation_id", "count", "seq"}`` (a partial unique index keeps it one).
 Here they are only read, marked read by the REST read mark (:func:`read_messages`) and, with
-an unmatch or a block, deleted.
+an unmatch or a block, deleted; one of a closed conversation is never listed (a node's upsert
+can race the unmatch that deletes them).
 
 Must not: commit on behalf of a caller's transaction, or publish before the commit.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from sqlalchemy import BigInteger, ColumnElement, delete, func, insert, select, update
+from sqlalchemy import BigInteger, ColumnElement, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import NotFound
@@ -36,7 +37,7 @@ from api.services.matching import publish_after_commit
 from api.services.paging import newest_first, next_cursor
 from api.services.relations import blocked_between, is_blocked_between
 from common import events
-from common.models import Notification
+from common.models import Conversation, Notification
 
 
 def _about() -> ColumnElement[int]:
@@ -52,7 +53,14 @@ def conversation_of() -> ColumnElement[int]:
 
 
 def _visible(user_id: int) -> ColumnElement[bool]:
-    return (Notification.user_id == user_id) & ~blocked_between(user_id, _about())
+    open_conversation = exists().where(
+        Conversation.id == conversation_of(), Conversation.closed_at.is_(None)
+    )
+    return (
+        (Notification.user_id == user_id)
+        & ~blocked_between(user_id, _about())
+        & ((Notification.kind != MESSAGE) | open_conversation)
+    )
 
 
 async def create(
