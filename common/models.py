@@ -325,7 +325,18 @@ class Report(Base):
 
 class Notification(Base):
     __tablename__ = "notifications"
-    __table_args__ = (Index("ix_notifications_user_id", "user_id", "id"),)
+    __table_args__ = (
+        Index("ix_notifications_user_id", "user_id", "id"),
+        # One unread ``message`` notification per (recipient, conversation): the realtime
+        # nodes coalesce into it with ON CONFLICT, and read receipts find it by this key.
+        Index(
+            "uq_notifications_unread_message",
+            "user_id",
+            text("((payload ->> 'conversation_id')::bigint)"),
+            unique=True,
+            postgresql_where=text("kind = 'message' AND read_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))

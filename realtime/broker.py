@@ -9,7 +9,10 @@ routes script reads the routes of every distinct recipient of the tick at once a
 for users with a route on another node. When all of them are here (the common case on one node)
 that is all; otherwise one more script call XADDs one entry per delivery and other node
 (recipient ids + the frame, encoded once). The routes are read after the commit, as before, so a
-user whose route was announced before a message committed gets it live. Each node reads its own
+user whose route was announced before a message committed gets it live. A delivery may carry a
+:class:`Watch` (a new chat message some of whose recipients have no socket on this node): the
+same script call then also names the watched users that no other node hosts, and the watch is
+told, with no extra round trip (``realtime/notices.py`` notifies them). Each node reads its own
 stream with XREAD BLOCK from its last id, trims what it has read, and on a lost connection backs
 off, reconnects and resumes from the same id.
 
@@ -45,16 +48,19 @@ STREAM_MAXLEN: Final = 100_000
 MAX_PENDING: Final = 200_000
 _FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 
-# KEYS: the route sets of every distinct recipient of a tick. ARGV: now, own node id.
-# Answers a flat list (key index, comma-joined other nodes) for the keys with another node only.
+# KEYS: the route sets of every distinct recipient of a tick, the watched ones first.
+# ARGV: now, own node id, how many keys are watched.
+# Answers a flat list (key index, comma-joined other nodes) for the keys with another node, and
+# (key index, '') for the watched keys with none.
 ROUTES_LUA: Final = """
-local now, me, out = ARGV[1], ARGV[2], {}
+local now, me, watched, out = ARGV[1], ARGV[2], tonumber(ARGV[3]), {}
 for i, key in ipairs(KEYS) do
   local others = {}
   for _, node in ipairs(redis.call('ZRANGE', key, now, '+inf', 'BYSCORE')) do
     if node ~= me then others[#others + 1] = node end
   end
-  if #others > 0 then out[#out + 1] = i; out[#out + 1] = table.concat(others, ',') end
+  if #others > 0 then out[#out + 1] = i; out[#out + 1] = table.concat(others, ',')
+  elseif i <= watched then out[#out + 1] = i; out[#out + 1] = '' end
 end
 return out
 """
@@ -82,6 +88,17 @@ class BrokerUnavailable(Exception):
 OnDelivery = Callable[[Sequence[int], bytes], None]
 
 
+class Watch(Protocol):
+    """Asks, with one delivery, which of its :attr:`users` no other node hosts."""
+
+    @property
+    def users(self) -> Sequence[int]: ...
+
+    def unrouted(self, users: Sequence[int]) -> None:
+        """Called after the routes lookup with the watched users no other node hosts (not
+        called when there are none, or when Redis could not answer)."""
+
+
 class Broker(Protocol):
     """The node's view of Redis; a test or another transport can stand behind it."""
 
@@ -89,7 +106,7 @@ class Broker(Protocol):
 
     async def close(self) -> None: ...
 
-    def publish(self, users: Sequence[int], data: bytes) -> None:
+    def publish(self, users: Sequence[int], data: bytes, watch: Watch | None = None) -> None:
         """Deliver ``data`` to ``users``' sockets on other nodes; never awaits."""
 
     async def add_route(self, user_id: int) -> bool: ...
@@ -136,7 +153,7 @@ class RedisBroker:
         )
         self._routes = self.redis.register_script(ROUTES_LUA)
         self._xadd = self.redis.register_script(XADD_LUA)
-        self._pending: list[tuple[Sequence[int], bytes]] = []
+        self._pending: list[tuple[Sequence[int], bytes, Watch | None]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._on_delivery: OnDelivery = lambda users, data: None
@@ -223,14 +240,14 @@ class RedisBroker:
 
     # -- delivery ----------------------------------------------------------------------------
 
-    def publish(self, users: Sequence[int], data: bytes) -> None:
+    def publish(self, users: Sequence[int], data: bytes, watch: Watch | None = None) -> None:
         if not users:
             return
         if len(self._pending) >= MAX_PENDING:
             # Redis is far behind: drop (committed messages still reach recipients via sync).
             self.dropped += 1
             return
-        self._pending.append((users, data))
+        self._pending.append((users, data, watch))
         self._wake.set()
 
     async def _publish_loop(self) -> None:
@@ -250,21 +267,35 @@ class RedisBroker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _publish(self, batch: list[tuple[Sequence[int], bytes]]) -> None:
-        # Phase 1: the routes of every distinct recipient of the batch, in one script call.
-        users = list(dict.fromkeys(u for recipients, _ in batch for u in recipients))
+    async def _publish(self, batch: list[tuple[Sequence[int], bytes, Watch | None]]) -> None:
+        # Phase 1: the routes of every distinct recipient of the batch, in one script call
+        # (the watched ones first: the script says which of those no other node hosts).
+        watched = dict.fromkeys(u for _, _, w in batch if w is not None for u in w.users)
+        users = list(dict.fromkeys(u for recipients, _, _ in batch for u in recipients))
+        if watched:
+            users = list(dict.fromkeys([*watched, *users]))
         reply = await self._routes(
-            keys=[route_key(u) for u in users], args=[str(time.time()), self.node_id]
+            keys=[route_key(u) for u in users],
+            args=[str(time.time()), self.node_id, len(watched)],
         )
         if not reply:
             return  # every recipient is here (or nowhere): the hub has served them already
         elsewhere: dict[int, list[bytes]] = {}
+        nowhere: set[int] = set()
         for i in range(0, len(reply), 2):
-            elsewhere[users[int(reply[i]) - 1]] = reply[i + 1].split(b",")
+            user = users[int(reply[i]) - 1]
+            if reply[i + 1]:
+                elsewhere[user] = reply[i + 1].split(b",")
+            else:
+                nowhere.add(user)
+        if nowhere:
+            self._tell_watches(batch, nowhere)
+        if not elsewhere:
+            return
         # Phase 2: per delivery, one entry for each other node hosting any of its recipients.
         streams: dict[bytes, int] = {}
         args: list[bytes | int] = [STREAM_MAXLEN]
-        for recipients, data in batch:
+        for recipients, data, _ in batch:
             targets: dict[bytes, list[str]] = {}
             for user in recipients:
                 for node in elsewhere.get(user, ()):
@@ -274,6 +305,17 @@ class RedisBroker:
                 args += (index, ",".join(ids).encode(), data)
         keys = [f"{self._pre}{node.decode()}{self._post}" for node in streams]
         await self._xadd(keys=keys, args=args)
+
+    @staticmethod
+    def _tell_watches(
+        batch: list[tuple[Sequence[int], bytes, Watch | None]], nowhere: set[int]
+    ) -> None:
+        for _, _, watch in batch:
+            if watch is not None and (gone := [u for u in watch.users if u in nowhere]):
+                try:
+                    watch.unrouted(gone)
+                except Exception:
+                    log.exception("watch failed")
 
     async def _read_loop(self) -> None:
         backoff, last_trim = 0.05, 0.0

@@ -98,6 +98,11 @@ class Tally:
     gc_pause: dict[int, Histogram] = field(
         default_factory=lambda: {gen: Histogram(GC_BUCKETS) for gen in GC_GENERATIONS}
     )
+    #: Offline-message notifications (realtime/notices.py): offline messages and receipts
+    #: written, and those dropped (PostgreSQL down, queue full).
+    message_notices: dict[str, int] = field(
+        default_factory=lambda: {"written": 0, "cleared": 0, "dropped": 0}
+    )
     redis_errors: int = 0
     postgres_errors: int = 0
 
@@ -127,6 +132,7 @@ _BACKENDS: Final = {
     "realtime.ops": "redis",
     "realtime.batch": "postgres",
     "realtime.store": "postgres",
+    "realtime.notices": "postgres",
 }
 
 
@@ -210,6 +216,12 @@ class NodeCollector(Collector):
         yield _labelled("mm_rt_errors", "Error frames sent", "code", t.errors)
         yield _labelled("mm_rt_closes", "Sockets closed by the node", "code", t.closes)
         yield _labelled("mm_rt_presence_changes", "Presence changes announced", "state", t.presence)
+        yield _labelled(
+            "mm_rt_message_notifications",
+            "Offline messages and read receipts for message notifications",
+            "outcome",
+            t.message_notices,
+        )
         yield t.send_ack.family("mm_rt_send_ack_seconds", "From a send frame to its ack")
         yield t.batch_size.family("mm_rt_batch_size", "Requests per batch commit")
         yield t.commit.family("mm_rt_batch_commit_seconds", "Time of one batch transaction")

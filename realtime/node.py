@@ -3,7 +3,9 @@
 Owns the glue between a connection and the node's parts: it verifies tokens (``common.tokens``
 with public keys only, the token version from Redis, else PostgreSQL, then cached), turns
 committed batch outcomes into acks and ``msg``/``read`` frames (encoded once, written to local
-sockets directly and handed to the broker for other nodes), and relays typing. It never awaits
+sockets directly and handed to the broker for other nodes), hands new messages with recipients
+not connected here, and committed receipts, to the offline notifications (``notices``), and
+relays typing. It never awaits
 on a socket (that is :mod:`realtime.connection`) and never touches a redis or asyncpg exception
 type (the broker and store translate them).
 """
@@ -21,7 +23,7 @@ from common.codes import Close
 from common.tokens import Claims, KeySet, TokenError, verify_token
 from realtime import failpoints
 from realtime.batch import BatchWriter, Outcome
-from realtime.broker import Broker, BrokerUnavailable
+from realtime.broker import Broker, BrokerUnavailable, Watch
 from realtime.domain import (
     Memberships,
     ReadOutcome,
@@ -34,6 +36,7 @@ from realtime.domain import (
 )
 from realtime.hub import Hub, Socket
 from realtime.metrics import TALLY
+from realtime.notices import MessageNotices
 from realtime.presence import FRAME_PREFIX as PRESENCE_PREFIX
 from realtime.presence import Presence
 from realtime.protocol import Config, TypingAction
@@ -82,6 +85,8 @@ class Node:
         self.membership_epoch = 0
         #: realtime/presence.py (None: not wired, as in tests).
         self.presence: Presence | None = None
+        #: realtime/notices.py: offline-message notifications (None: not wired).
+        self.notices: MessageNotices | None = None
 
     @property
     def node_id(self) -> str:
@@ -190,6 +195,9 @@ class Node:
                 outcome.reply.read_finished(outcome)
                 if outcome.error is None:
                     self._fan_out_read(outcome)
+                    if self.notices is not None:
+                        request = outcome.request
+                        self.notices.read(request.user, request.cid, outcome.seq)
 
     def _fan_out_message(self, outcome: SendOutcome) -> None:
         # A resend is delivered again too: delivery is at-least-once and clients dedupe by
@@ -208,7 +216,10 @@ class Node:
         )
         users = (request.sender, *request.peers)
         scope = (request.cid, request.sender)
-        self.deliver(users, wire.encode(frame), exclude=outcome.reply, scope=scope)
+        watch = None
+        if self.notices is not None and not stored.dup:  # a resend was counted the first time
+            watch = self.notices.check(request.cid, stored.seq, request.sender, request.peers)
+        self.deliver(users, wire.encode(frame), exclude=outcome.reply, scope=scope, watch=watch)
 
     def _fan_out_read(self, outcome: ReadOutcome) -> None:
         request = outcome.request
@@ -224,15 +235,17 @@ class Node:
         data: bytes,
         exclude: object = None,
         scope: tuple[int, int] | None = None,
+        watch: Watch | None = None,
     ) -> None:
         """Local sockets now, other nodes through the broker (same bytes everywhere).
 
         ``scope`` is the frame's ``(cid, author)`` (read from ``data`` when not given): each
         recipient socket is checked against its block/membership cache just before the write.
+        ``watch`` goes with the delivery to the broker (see :class:`realtime.broker.Watch`).
         """
         n = self.hub.deliver(users, data, exclude=exclude, scope=scope or wire.scope_of(data))
         TALLY.out_bytes(data, n)
-        self.broker.publish(users, data)
+        self.broker.publish(users, data, watch)
 
     def on_remote(self, users: Sequence[int], data: bytes) -> None:
         """An entry of this node's delivery stream (filtered here too: it may be in flight)."""

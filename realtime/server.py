@@ -12,6 +12,9 @@ the batch writer (sends in flight are committed; their clients settle them by re
 same ``cmid``), settle pending presence graces, then stop the safety consumer, withdraw routes
 and the node's heartbeat, and close the pool.
 
+The offline-message notifications (``realtime/notices.py``) are built with the node and, on
+the way out, write what they still hold after moderation, before the pool closes.
+
 This module must not import FastAPI, SQLAlchemy or ``common.models`` (a test checks
 ``sys.modules``).
 """
@@ -44,6 +47,7 @@ from realtime.domain import UserState
 from realtime.hub import Hub
 from realtime.moderation import ModerationGate
 from realtime.node import Node
+from realtime.notices import MessageNotices
 from realtime.ops import NodeOps, text
 from realtime.protocol import Config
 from realtime.safety import SafetyConsumer
@@ -100,6 +104,7 @@ class Services:
     moderation: ModerationGate
     safety: SafetyConsumer
     ops: NodeOps
+    notices: MessageNotices
 
     @classmethod
     async def build(cls, settings: Settings) -> Services:
@@ -140,6 +145,8 @@ class Services:
             sndbuf=settings.realtime_sndbuf_bytes,
         )
         writer.on_done = node.on_outcomes
+        notices = MessageNotices(pool, timeout_s=timeout, is_local=hub.has)
+        node.notices = notices
         moderation = ModerationGate(
             pool, settings.redis_url, writer=writer, node_id=node_id, timeout_s=timeout
         )
@@ -172,6 +179,7 @@ class Services:
             node=node,
             moderation=moderation,
             safety=safety,
+            notices=notices,
         )
 
     def start(self) -> None:
@@ -180,6 +188,7 @@ class Services:
         self.moderation.start()
         self.safety.start()
         self.ops.presence.start()
+        self.notices.start()
 
     async def stop(self, server: WsServer, *, timeout_s: float, grace_s: float) -> None:
         """Drain: unready, stop accepting, close sockets with 1012 (clients reconnect to another
@@ -194,6 +203,7 @@ class Services:
         await self.safety.close()
         await self.broker.close()
         await self.moderation.close()
+        await self.notices.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.pool.close(), timeout_s)
 

@@ -40,6 +40,7 @@ from api.schemas.conversations import (
     ReadState,
 )
 from api.schemas.discovery import InvalidCursor, decode_cursor, encode_cursor
+from api.services import notifications
 from api.services.matching import (
     CARD_COLUMNS,
     LAST_MESSAGE,
@@ -212,6 +213,9 @@ async def mark_read(
             .returning(ConversationMember.last_read_seq, ConversationMember.unread_count)
         )
     ).one()
+    await notifications.read_messages(
+        session, user_id=user_id, conversation_id=conversation_id, seq=new_read
+    )
     await session.commit()
     if state.last_read_seq > row.last_read_seq:
         await publish_after_commit(

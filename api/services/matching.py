@@ -6,8 +6,9 @@ makes no match notifies its target (``like``, coalesced per liker while unread).
 same pair racing on two API processes are serialized by a transaction-scoped advisory lock on
 the ordered pair (taken after the swiper's own lock, always in that order, so no deadlock),
 and the unique ``(user_low_id, user_high_id)`` constraint with ``ON CONFLICT DO NOTHING`` is the
-last guard: exactly one match and one conversation, always. Events go to the safety stream
-only after the commit.
+last guard: exactly one match and one conversation, always. The end of a match (unmatch or
+block) closes the conversation and deletes its ``message`` notifications in one transaction.
+Events go to the safety stream only after the commit.
 
 Must not: decide visibility differently from discovery (the same active, unbanned, complete,
 not-blocked rule), publish before commit, or let an unmatched pair match again.
@@ -26,6 +27,7 @@ from sqlalchemy import (
     ColumnElement,
     and_,
     case,
+    delete,
     exists,
     func,
     insert,
@@ -71,6 +73,7 @@ LIKE_WINDOW: Final = dt.timedelta(days=1)
 LIKED_TRUST_WINDOW_S: Final = 30 * 24 * 3600
 MATCH_NOTIFICATION: Final[NotificationKind] = "match"
 LIKE_NOTIFICATION: Final[NotificationKind] = "like"
+MESSAGE_NOTIFICATION: Final[NotificationKind] = "message"
 
 
 async def publish_after_commit(redis: Redis, *items: events.SafetyEvent) -> None:
@@ -479,5 +482,14 @@ async def _end_match(
         update(Conversation)
         .where(Conversation.id == row.conversation_id)
         .values(closed_at=func.coalesce(Conversation.closed_at, func.now()))
+    )
+    # Its message notifications go with it (one that a node's upsert, realtime/notices.py,
+    # writes while this commits is hidden: notifications.list_page skips closed conversations).
+    await session.execute(
+        delete(Notification).where(
+            Notification.user_id.in_((row.user_low_id, row.user_high_id)),
+            Notification.kind == MESSAGE_NOTIFICATION,
+            Notification.payload["conversation_id"].astext.cast(BigInteger) == row.conversation_id,
+        )
     )
     return events.Unmatch(users=(row.user_low_id, row.user_high_id), cid=row.conversation_id)

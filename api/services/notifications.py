@@ -4,9 +4,14 @@ Owns the ``notifications`` table for every area. Convention: ``payload["user_id"
 other person a notification is about (the liker, the match, the sender); a block between the
 recipient and that person means the notification is not created, not listed and, at the block,
 deleted. Creation joins the caller's transaction; the caller commits, then calls
-:func:`push` so connected clients get it live (``Notify`` on the safety stream). Messages
-received live get no notification: the realtime server decides that, it only calls in here
-(or writes the same row) for recipients who were offline.
+:func:`push` so connected clients get it live (``Notify`` on the safety stream).
+
+``message`` notifications are written by the realtime nodes (``realtime/notices.py``), for
+recipients with no socket on any node: one unread row per (recipient, conversation), payload
+``{"user_id": sender, "conversation_id", "count", "seq"}`` (a partial unique index keeps it one).
+Here they are only read, marked read by the REST read mark (:func:`read_messages`) and, with
+an unmatch or a block, deleted; one of a closed conversation is never listed (a node's upsert
+can race the unmatch that deletes them).
 
 Must not: commit on behalf of a caller's transaction, or publish before the commit.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from sqlalchemy import BigInteger, ColumnElement, delete, func, insert, select, update
+from sqlalchemy import BigInteger, ColumnElement, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import NotFound
@@ -27,11 +32,12 @@ from api.schemas.notifications import (
     NotificationPage,
     UnreadCount,
 )
+from api.services.matching import MESSAGE_NOTIFICATION as MESSAGE
 from api.services.matching import publish_after_commit
 from api.services.paging import newest_first, next_cursor
 from api.services.relations import blocked_between, is_blocked_between
 from common import events
-from common.models import Notification
+from common.models import Conversation, Notification
 
 
 def _about() -> ColumnElement[int]:
@@ -40,8 +46,21 @@ def _about() -> ColumnElement[int]:
     return about
 
 
+def conversation_of() -> ColumnElement[int]:
+    """The conversation a ``message`` notification row is about."""
+    cid: ColumnElement[int] = Notification.payload["conversation_id"].astext.cast(BigInteger)
+    return cid
+
+
 def _visible(user_id: int) -> ColumnElement[bool]:
-    return (Notification.user_id == user_id) & ~blocked_between(user_id, _about())
+    open_conversation = exists().where(
+        Conversation.id == conversation_of(), Conversation.closed_at.is_(None)
+    )
+    return (
+        (Notification.user_id == user_id)
+        & ~blocked_between(user_id, _about())
+        & ((Notification.kind != MESSAGE) | open_conversation)
+    )
 
 
 async def create(
@@ -82,6 +101,25 @@ async def forget_between(session: AsyncSession, a: int, b: int) -> None:
             ((Notification.user_id == a) & (_about() == b))
             | ((Notification.user_id == b) & (_about() == a))
         )
+    )
+
+
+async def read_messages(
+    session: AsyncSession, *, user_id: int, conversation_id: int, seq: int
+) -> None:
+    """In the caller's transaction: the conversation's unread ``message`` notification is read
+    once the read mark ``seq`` covers its newest message (as a receipt on a socket does)."""
+    newest = Notification.payload["seq"].astext.cast(BigInteger)
+    await session.execute(
+        update(Notification)
+        .where(
+            Notification.user_id == user_id,
+            Notification.kind == MESSAGE,
+            Notification.read_at.is_(None),
+            conversation_of() == conversation_id,
+            newest <= seq,
+        )
+        .values(read_at=func.now())
     )
 
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import httpx
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services import notifications
 from common.events import Notify
-from common.models import Block, Notification
+from common.models import Block, Conversation, Notification
 from tests.api.conftest import TestUser, UserFactory
 from tests.api.test_matches import like
 from tests.api.test_safety import events_since, stream_mark
@@ -211,3 +211,36 @@ async def test_no_like_notification_across_a_block(
             select(Notification.id).where(Notification.user_id == b.id, Notification.kind == "like")
         )
         assert list(rows) == []
+
+
+# --- message notifications (written by the realtime nodes: tests/realtime/test_notices.py) ---
+
+
+async def test_a_message_notification_of_a_closed_conversation_is_never_listed(
+    api: httpx.AsyncClient,
+    user_factory: UserFactory,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    a, b = await user_factory(), await user_factory()
+    assert (await like(api, a, b)).status_code == 200
+    cid = (await make_match_back(api, b, a))["conversation_id"]
+    payload = {"user_id": a.id, "conversation_id": cid, "count": 1, "seq": 1}
+    async with sessions() as session:
+        session.add(Notification(user_id=b.id, kind="message", payload=payload))
+        await session.commit()
+
+    async def listed() -> tuple[list[str], int]:
+        items = (await api.get("/api/notifications", headers=b.headers)).json()["items"]
+        unread = await api.get("/api/notifications/unread-count", headers=b.headers)
+        return [item["kind"] for item in items], unread.json()["unread"]
+
+    kinds, unread = await listed()
+    assert "message" in kinds and unread == len(kinds)
+    # A node's upsert that raced the unmatch (which deletes them) leaves a row: it stays hidden.
+    async with sessions() as session:
+        await session.execute(
+            update(Conversation).where(Conversation.id == cid).values(closed_at=func.now())
+        )
+        await session.commit()
+    kinds, unread = await listed()
+    assert "message" not in kinds and unread == len(kinds)

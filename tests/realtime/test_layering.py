@@ -8,7 +8,7 @@ import sys
 import asyncpg
 
 from common import models
-from realtime import batch, store
+from realtime import batch, notices, store
 from tests.support import ROOT, TICK
 
 
@@ -32,21 +32,25 @@ def test_realtime_server_imports_neither_fastapi_nor_sqlalchemy() -> None:
 
 def test_every_column_the_realtime_sql_uses_exists_in_the_models() -> None:
     tables = models.Base.metadata.tables
-    for table, columns in store.COLUMNS.items():
-        assert table in tables, table
-        assert columns <= set(tables[table].columns.keys()), (table, columns)
-    # Every column name in the SQL text is one of the declared ones (or an alias of ours).
-    sql = " ".join(store.STATEMENTS + batch.STATEMENTS)
-    for table, columns in store.COLUMNS.items():
-        for column in set(tables[table].columns.keys()) - columns:
-            assert f".{column} " not in sql, (table, column)
+    for declared, statements in (
+        (store.COLUMNS, store.STATEMENTS + batch.STATEMENTS),
+        (notices.COLUMNS, notices.STATEMENTS),
+    ):
+        for table, columns in declared.items():
+            assert table in tables, table
+            assert columns <= set(tables[table].columns.keys()), (table, columns)
+        # Every column name in the SQL text is one of the declared ones (or an alias of ours).
+        sql = " ".join(statements)
+        for table, columns in declared.items():
+            for column in set(tables[table].columns.keys()) - columns:
+                assert f".{column} " not in sql, (table, column)
 
 
 async def test_every_statement_prepares_against_the_migrated_schema(
     db: asyncpg.Pool[asyncpg.Record],
 ) -> None:
     async with db.acquire() as con:
-        for statement in store.STATEMENTS + batch.STATEMENTS:
+        for statement in store.STATEMENTS + batch.STATEMENTS + notices.STATEMENTS:
             await con.prepare(statement)
 
 
