@@ -214,7 +214,7 @@ async def mark_read(
         )
     ).one()
     await notifications.read_messages(
-        session, user_id=user_id, conversation_id=conversation_id, seq=new_read
+        session, user_id=user_id, conversation_id=conversation_id, seq=state.last_read_seq
     )
     await session.commit()
     if state.last_read_seq > row.last_read_seq:
