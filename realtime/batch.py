@@ -66,12 +66,8 @@ FROM mm_commit_batch($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::tex
 
 STATEMENTS: Final = (COMMIT_SQL,)
 MAX_RACE_RETRIES: Final = 3
-#: A batch this large is flushed without waiting (see ``BatchWriter._fill``), and may commit
-#: beside one in flight.
+#: A batch this large is flushed without waiting (see ``BatchWriter._fill``).
 FILL: Final = 32
-#: A commit in flight longer than this lets the next batch commit beside it whatever its size
-#: (a commit here takes 1-2 ms; an fsync stall takes tens).
-SLOW_COMMIT_S: Final = 0.004
 
 REFUSALS: Final = {
     BatchStatus.CMID_CONFLICT: Err.CMID_CONFLICT,
@@ -223,18 +219,10 @@ class BatchWriter:
                 await self._wake.wait()
                 continue
             if self._commits and (len(self._commits) >= self.flushers or len(queue) < self.fill):
-                # The next batch fills behind the commit in flight, unless it is already full or
-                # that commit is slow (a stalled fsync must not hold every send behind it).
+                # The next batch fills behind the commit in flight, unless it is already full.
                 self._room.clear()
-                if len(self._commits) >= self.flushers:
-                    await self._room.wait()
-                    continue
-                try:
-                    async with asyncio.timeout(SLOW_COMMIT_S):
-                        await self._room.wait()
-                    continue
-                except TimeoutError:
-                    pass
+                await self._room.wait()
+                continue
             if not self._commits and self.wait_s and len(queue) < self.fill:
                 await self._fill()
             now = time.perf_counter()

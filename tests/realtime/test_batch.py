@@ -287,18 +287,18 @@ async def test_a_bounded_wait_lets_close_sends_share_a_batch_and_loses_none(
         assert await top_seq(db, cid) == 40
 
 
-async def test_a_commit_stalled_on_a_lock_lets_the_next_batch_commit_beside_it_reported_after(
+async def test_a_second_commit_starts_beside_the_first_only_for_a_full_batch_and_reports_after_it(
     db: asyncpg.Pool[asyncpg.Record],
     new_user: Callable[..., Any],
     new_conversation: Callable[..., Any],
 ) -> None:
-    """The first commit waits on a conversation's row lock (as behind a stalled fsync): the next
-    send, for another conversation, commits beside it once the first is slow, but its outcome is
+    """With the first commit held on a conversation's row lock, one more send waits behind it;
+    a full batch (``fill``) for another conversation commits beside it, but its outcomes are
     reported only after the first batch's, in the order the batches started."""
     a, b = await new_user(), await new_user()
     held_cid, free_cid = await new_conversation(a, b), await new_conversation(a, b)
     done: list[Outcome] = []
-    writer = BatchWriter(db, batch_max=100, timeout_s=5.0, on_done=done.extend, flushers=2)
+    writer = BatchWriter(db, batch_max=100, timeout_s=5.0, on_done=done.extend, flushers=2, fill=4)
     writer.start()
     try:
         async with db.acquire() as racer:
@@ -307,17 +307,20 @@ async def test_a_commit_stalled_on_a_lock_lets_the_next_batch_commit_beside_it_r
             await racer.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", held_cid)
             writer.submit(*send(a, held_cid, "first"))
             await asyncio.sleep(2 * TICK)
-            writer.submit(*send(b, free_cid, "beside"))
+            writer.submit(*send(a, free_cid, "lone"))  # not a full batch: waits behind
+            await asyncio.sleep(4 * TICK)
+            assert await top_seq(db, free_cid) == 0
+            for i in range(4):
+                writer.submit(*send(b, free_cid, f"full {i}"))
             async with asyncio.timeout(40 * TICK):
-                while await top_seq(db, free_cid) < 1:
+                while await top_seq(db, free_cid) < 5:
                     await asyncio.sleep(TICK / 5)
-            await asyncio.sleep(2 * TICK)
             assert done == [], "reported before the batch that started first"
             await tx.commit()
         async with asyncio.timeout(40 * TICK):
-            while len(done) < 2:
+            while len(done) < 6:
                 await asyncio.sleep(TICK / 5)
     finally:
         await writer.stop(drain_timeout_s=5)
-    assert [o.request.cid for o in done] == [held_cid, free_cid]
+    assert [o.request.cid for o in done] == [held_cid] + [free_cid] * 5
     assert writer.batches == 2
