@@ -1,12 +1,13 @@
 """Group-commit persistence of sends and read receipts (asyncpg, one round trip per batch).
 
-Owns the write path to PostgreSQL. Requests queue without awaiting on one queue; at most
-``flushers`` commits (two by default) are in flight, a second one only when a full batch waits
-behind the first (:class:`BatchWriter`), so the node's work on one batch (arrays before, acks
-and fan-out after) overlaps the other's commit at peak, while at a moderate rate batches stay
-as large as one commit cycle gathers. Outcomes are reported in the order batches started. Each
-commit keeps a pooled connection between batches (no acquire and no reset query per batch) and
-gives it back after any failure.
+Owns the write path to PostgreSQL. Requests queue without awaiting, each on the lane of its
+conversation (``cid % flushers``); one flusher task per lane (two by default) commits its lane in
+batches of up to ``batch_max``: while a flush is in flight the next batch fills. The lanes share
+no conversation, so their transactions never wait on each other's row locks and their commits
+(fsync) overlap, as does the node's work on one batch (arrays before, acks and fan-out after)
+with the other's; one conversation's batches still commit, and are reported, in order. Each
+flusher keeps its pooled connection between batches (no acquire and no reset query per batch)
+and gives it back after any failure.
 
 A batch is one call of the ``mm_commit_batch`` function (:data:`COMMIT_FUNCTION`, defined by the
 newest write-path migration), outside any explicit transaction, so the call is the whole
@@ -27,7 +28,6 @@ It must not deliver or encode frames (the node does) and never lets an asyncpg e
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -127,16 +127,7 @@ Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
 
 class BatchWriter:
-    """Queue sends and reads; commit them in batches and report outcomes in commit order.
-
-    One queue, and at most ``flushers`` commits in flight. A commit starts at once when none is
-    in flight (after a bounded wait to fill, see :meth:`_fill`); while one is in flight the next
-    batch fills behind it, and another commit starts beside it only once the queue holds a full
-    batch (``fill``). So at a moderate rate batches are as large as one lane makes them, and at
-    peak two commits (and their fsyncs) overlap. Two batches naming one conversation serialize
-    on its row lock in PostgreSQL, and outcomes are handed to ``on_done`` in the order the
-    batches started, so one conversation's messages are acked and fanned out in ``seq`` order.
-    """
+    """Queue sends and reads; flusher tasks commit them in batches and report outcomes."""
 
     def __init__(
         self,
@@ -153,21 +144,19 @@ class BatchWriter:
         self.pool, self.batch_max, self.timeout_s = pool, batch_max, timeout_s
         self.on_done, self.max_queue, self.flushers = on_done, max_queue, flushers
         self.wait_s, self.fill = wait_s, min(fill, batch_max)
-        self._queue: list[Item] = []
-        #: Set by submit and by a commit ending: the idle dispatcher looks again.
-        self._wake = asyncio.Event()
-        #: Set by a commit ending and by the queue reaching ``fill``: room for another commit.
-        self._room = asyncio.Event()
+        self._queues: list[list[Item]] = [[] for _ in range(flushers)]
+        self._wakes = [asyncio.Event() for _ in range(flushers)]
+        #: Set when a lane waiting for its batch to fill has ``fill`` items (see :meth:`_fill`).
+        self._filled = [asyncio.Event() for _ in range(flushers)]
+        self._filling = [False] * flushers
+        #: Per lane: sends per second seen by the last flushes (smoothed), and when it began.
+        self._rate = [0.0] * flushers
+        self._began = [0.0] * flushers
         self._idle = asyncio.Event()
         self._idle.set()
-        self._dispatcher: asyncio.Task[None] | None = None
-        self._commits: set[asyncio.Task[None]] = set()
-        #: Started batches, oldest first, with their outcomes once committed (None: in flight).
-        self._started: collections.deque[list[list[Outcome] | None]] = collections.deque()
-        #: Sends per second seen by the last batches (smoothed), and when the last one began.
-        self._rate = 0.0
-        self._began = 0.0
-        #: Connections kept between batches (at most one per commit in flight).
+        self._tasks: list[asyncio.Task[None]] = []
+        self._flushing = 0
+        #: Connections kept between batches (at most one per flusher).
         self._held: list[Connection] = []
         self.batches = 0
         self.last_flush_s = 0.0
@@ -178,108 +167,99 @@ class BatchWriter:
         if self.pending >= self.max_queue:
             self.on_done([_failed((request, reply), Err.RATE_LIMITED)])
             return
-        self._queue.append((request, reply))
+        lane = request.cid % self.flushers
+        queue = self._queues[lane]
+        queue.append((request, reply))
         self._idle.clear()
-        self._wake.set()
-        if len(self._queue) == self.fill:
-            self._room.set()
+        self._wakes[lane].set()
+        if self._filling[lane] and len(queue) >= self.fill:
+            self._filled[lane].set()
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return sum(map(len, self._queues))
 
     def start(self) -> None:
-        self._dispatcher = asyncio.create_task(self._dispatch(), name="batch-writer")
+        self._tasks = [
+            asyncio.create_task(self._run(i), name=f"batch-writer-{i}")
+            for i in range(self.flushers)
+        ]
 
     async def stop(self, drain_timeout_s: float) -> None:
-        """Let queued requests commit (bounded by ``drain_timeout_s``), then stop."""
-        if self._dispatcher is not None and not self._dispatcher.done():
+        """Let queued requests commit (bounded by ``drain_timeout_s``), then stop the flushers."""
+        if any(not task.done() for task in self._tasks):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), drain_timeout_s)
-        tasks = [t for t in (self._dispatcher, *self._commits) if t is not None]
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        for task in tasks:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._dispatcher, self._commits = None, set()
+        self._tasks = []
         held, self._held = self._held, []
         for con in held:
             await self._release(con)
-        leftovers, self._queue = self._queue, []
+        leftovers = [item for queue in self._queues for item in queue]
         if leftovers:
-            # The writer is gone: these were never stored, the clients resend after reconnecting.
+            # The flushers are gone: these were never stored, the clients resend after reconnecting.
+            self._queues = [[] for _ in range(self.flushers)]
             self.on_done([_failed(item, Err.DB_UNAVAILABLE) for item in leftovers])
 
-    async def _dispatch(self) -> None:
+    async def _run(self, lane: int) -> None:
+        wake = self._wakes[lane]
         while True:
-            queue = self._queue
+            queue = self._queues[lane]
             if not queue:
-                self._wake.clear()
-                await self._wake.wait()
+                wake.clear()
+                await wake.wait()
                 continue
-            if self._commits and (len(self._commits) >= self.flushers or len(queue) < self.fill):
-                # The next batch fills behind the commit in flight, unless it is already full.
-                self._room.clear()
-                await self._room.wait()
-                continue
-            if not self._commits and self.wait_s and len(queue) < self.fill:
-                await self._fill()
+            if self.wait_s and len(queue) < self.fill:
+                await self._fill(lane)
+                queue = self._queues[lane]
             now = time.perf_counter()
-            if self._began:
-                rate = min(len(self._queue), self.batch_max) / max(now - self._began, 1e-6)
-                self._rate = (self._rate + rate) / 2
-            self._began = now
-            batch = self._queue[: self.batch_max]
-            del self._queue[: self.batch_max]
-            slot: list[list[Outcome] | None] = [None]
-            self._started.append(slot)
-            task = asyncio.create_task(self._commit_and_report(batch, slot))
-            self._commits.add(task)
-            task.add_done_callback(self._commits.discard)
-
-    async def _commit_and_report(self, batch: list[Item], slot: list[list[Outcome] | None]) -> None:
-        started = time.perf_counter()
-        outcomes = await self.flush(batch)
-        flush_s = time.perf_counter() - started
-        slot[0] = outcomes
-        # Report in the order the batches started (see the class docstring).
-        while self._started and self._started[0][0] is not None:
-            done = self._started.popleft()[0]
-            assert done is not None
+            if self._began[lane]:
+                rate = min(len(queue), self.batch_max) / max(now - self._began[lane], 1e-6)
+                self._rate[lane] = (self._rate[lane] + rate) / 2
+            self._began[lane] = now
+            batch = queue[: self.batch_max]
+            del queue[: self.batch_max]
+            self._flushing += 1
+            started = time.perf_counter()
+            try:
+                outcomes = await self.flush(batch)
+            finally:
+                self._flushing -= 1
             # Read by on_done (the metrics hook) for the batch it is handed.
-            self.last_flush_s = flush_s
+            self.last_flush_s = time.perf_counter() - started
             failpoints.hit("after_commit_before_fanout")
             self.batches += 1
+            if not self._flushing and not self.pending:
+                self._idle.set()
             try:
-                self.on_done(done)
+                self.on_done(outcomes)
             except Exception:
                 log.exception("delivering batch outcomes failed")
-        # Leave the set before waking the dispatcher: the task's done callback runs after it.
-        task = asyncio.current_task()
-        if task is not None:
-            self._commits.discard(task)
-        if not self._commits and not self._queue and not self._started:
-            self._idle.set()
-        self._room.set()
-        self._wake.set()
 
-    async def _fill(self) -> None:
-        """Wait at most ``wait_s`` for ``fill`` items, if the recent rate says more are coming.
+    async def _fill(self, lane: int) -> None:
+        """Wait at most ``wait_s`` for ``fill`` items, if the lane's rate says more are coming.
 
         At a moderate rate a batch is a handful of sends (those that arrived during the last
         commit), and each call has a fixed cost in the node and in PostgreSQL that a larger batch
         shares. Waiting only pays when another send is expected within the wait (rate times wait
         of at least one); at a low rate a lone send is flushed at once.
         """
-        if self._rate * self.wait_s < 1:
+        if self._rate[lane] * self.wait_s < 1:
             return
-        self._room.clear()
+        filled = self._filled[lane]
+        self._filling[lane] = True
         try:
             async with asyncio.timeout(self.wait_s):
-                await self._room.wait()
+                await filled.wait()
         except TimeoutError:
             pass
+        finally:
+            self._filling[lane] = False
+            filled.clear()
 
     async def flush(self, batch: list[Item]) -> list[Outcome]:
         """Commit ``batch`` and return one outcome per item, in order; never raises."""
@@ -309,7 +289,7 @@ class BatchWriter:
         return [_failed(item, Err.INTERNAL) for item in batch]
 
     async def _commit(self, batch: list[Item]) -> list[Outcome]:
-        """One ``mm_commit_batch`` call on a held connection: one round trip, one COMMIT."""
+        """One ``mm_commit_batch`` call on this lane's connection: one round trip, one COMMIT."""
         requests = [r for r, _ in batch if isinstance(r, SendRequest)]
         plan = plan_sends(requests)
         sends = [requests[i] for i in plan.order]
