@@ -186,6 +186,8 @@ def deflate_node() -> Iterator[ServiceProcess]:
         assert proc.stop() == 0, f"node did not stop cleanly, see {proc.log_path}"
 
 
+# Marked by hand: its service fixtures are taken inside the test (see tests/conftest.py).
+@pytest.mark.integration
 async def test_with_deflate_negotiated_frames_go_through_the_library(
     deflate_node: ServiceProcess, request: pytest.FixtureRequest
 ) -> None:
