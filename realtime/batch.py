@@ -1,13 +1,13 @@
 """Group-commit persistence of sends and read receipts (asyncpg, one round trip per batch).
 
-Owns the write path to PostgreSQL. Requests queue without awaiting, each on the lane of its
-conversation (``cid % flushers``); one flusher task per lane (two by default) commits its lane in
-batches of up to ``batch_max``: while a flush is in flight the next batch fills. The lanes share
-no conversation, so their transactions never wait on each other's row locks and their commits
-(fsync) overlap, as does the node's work on one batch (arrays before, acks and fan-out after)
-with the other's; one conversation's batches still commit, and are reported, in order. Each
-flusher keeps its pooled connection between batches (no acquire and no reset query per batch)
-and gives it back after any failure.
+Owns the write path to PostgreSQL. Requests queue without awaiting on one queue; at most
+``flushers`` commits (two by default) are in flight, and no two of them share a conversation
+(:class:`BatchWriter`). A second commit starts beside the first only for a full batch of other
+conversations, or beside a commit that is slow (an fsync stall must not hold every send), so at
+a moderate rate a batch is everything one commit cycle gathers, and at peak two commits (and
+their fsyncs) overlap, as does the node's work on one batch (arrays before, acks and fan-out
+after) with the other's. Each commit keeps a pooled connection between batches (no acquire and
+no reset query per batch) and gives it back after any failure.
 
 A batch is one call of the ``mm_commit_batch`` function (:data:`COMMIT_FUNCTION`, defined by the
 newest write-path migration), outside any explicit transaction, so the call is the whole
@@ -66,8 +66,12 @@ FROM mm_commit_batch($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::tex
 
 STATEMENTS: Final = (COMMIT_SQL,)
 MAX_RACE_RETRIES: Final = 3
-#: A batch this large is flushed without waiting (see ``BatchWriter._fill``).
+#: A batch this large is flushed without waiting (see ``BatchWriter._fill``), and may commit
+#: beside one in flight.
 FILL: Final = 32
+#: A commit in flight longer than this lets the next batch commit beside it whatever its size
+#: (a commit here takes 1-2 ms; an fsync stall takes tens).
+SLOW_COMMIT_S: Final = 0.004
 
 REFUSALS: Final = {
     BatchStatus.CMID_CONFLICT: Err.CMID_CONFLICT,
@@ -127,7 +131,19 @@ Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
 
 class BatchWriter:
-    """Queue sends and reads; flusher tasks commit them in batches and report outcomes."""
+    """Queue sends and reads; commit them in batches and report each batch once committed.
+
+    One queue, and at most ``flushers`` commits in flight, which never share a conversation: a
+    queued item whose conversation a commit in flight holds waits for that commit's outcomes to
+    be reported. So one conversation's batches commit, are acked and are fanned out one after
+    the other, in ``seq`` order, while batches of other conversations overlap them.
+
+    A commit starts at once when none is in flight (after a bounded wait to fill, see
+    :meth:`_fill`); while one is in flight the next batch fills behind it, and another commit
+    starts beside it only once the queue holds a full batch (``fill``) of free conversations, or
+    once the oldest commit in flight has run for ``SLOW_COMMIT_S``. At peak the conversations
+    split in parts that take turns (see :meth:`_take`).
+    """
 
     def __init__(
         self,
@@ -144,19 +160,21 @@ class BatchWriter:
         self.pool, self.batch_max, self.timeout_s = pool, batch_max, timeout_s
         self.on_done, self.max_queue, self.flushers = on_done, max_queue, flushers
         self.wait_s, self.fill = wait_s, min(fill, batch_max)
-        self._queues: list[list[Item]] = [[] for _ in range(flushers)]
-        self._wakes = [asyncio.Event() for _ in range(flushers)]
-        #: Set when a lane waiting for its batch to fill has ``fill`` items (see :meth:`_fill`).
-        self._filled = [asyncio.Event() for _ in range(flushers)]
-        self._filling = [False] * flushers
-        #: Per lane: sends per second seen by the last flushes (smoothed), and when it began.
-        self._rate = [0.0] * flushers
-        self._began = [0.0] * flushers
+        self._queue: list[Item] = []
+        #: Conversations of the commits in flight, and the queued items outside them.
+        self._busy: set[int] = set()
+        self._free = 0
+        #: Set by submit (the first free item, and the ``fill``-th) and by a commit ending.
+        self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._flushing = 0
-        #: Connections kept between batches (at most one per flusher).
+        self._dispatcher: asyncio.Task[None] | None = None
+        #: The commits in flight, with when each started.
+        self._commits: dict[asyncio.Task[None], float] = {}
+        #: Sends per second seen by the last batches (smoothed), and when the last one began.
+        self._rate = 0.0
+        self._began = 0.0
+        #: Connections kept between batches (at most one per commit in flight).
         self._held: list[Connection] = []
         self.batches = 0
         self.last_flush_s = 0.0
@@ -167,99 +185,149 @@ class BatchWriter:
         if self.pending >= self.max_queue:
             self.on_done([_failed((request, reply), Err.RATE_LIMITED)])
             return
-        lane = request.cid % self.flushers
-        queue = self._queues[lane]
-        queue.append((request, reply))
+        self._queue.append((request, reply))
         self._idle.clear()
-        self._wakes[lane].set()
-        if self._filling[lane] and len(queue) >= self.fill:
-            self._filled[lane].set()
+        if request.cid not in self._busy:
+            self._free += 1
+            if self._free == 1 or self._free == self.fill:
+                self._wake.set()
 
     @property
     def pending(self) -> int:
-        return sum(map(len, self._queues))
+        return len(self._queue)
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._run(i), name=f"batch-writer-{i}")
-            for i in range(self.flushers)
-        ]
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="batch-writer")
 
     async def stop(self, drain_timeout_s: float) -> None:
-        """Let queued requests commit (bounded by ``drain_timeout_s``), then stop the flushers."""
-        if any(not task.done() for task in self._tasks):
+        """Let queued requests commit (bounded by ``drain_timeout_s``), then stop."""
+        if self._dispatcher is not None and not self._dispatcher.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), drain_timeout_s)
-        for task in self._tasks:
+        tasks = [t for t in (self._dispatcher, *self._commits) if t is not None]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
+        self._dispatcher, self._commits = None, {}
+        self._busy, self._free = set(), 0
         held, self._held = self._held, []
         for con in held:
             await self._release(con)
-        leftovers = [item for queue in self._queues for item in queue]
+        leftovers, self._queue = self._queue, []
         if leftovers:
-            # The flushers are gone: these were never stored, the clients resend after reconnecting.
-            self._queues = [[] for _ in range(self.flushers)]
+            # The writer is gone: these were never stored, the clients resend after reconnecting.
             self.on_done([_failed(item, Err.DB_UNAVAILABLE) for item in leftovers])
 
-    async def _run(self, lane: int) -> None:
-        wake = self._wakes[lane]
+    async def _dispatch(self) -> None:
         while True:
-            queue = self._queues[lane]
-            if not queue:
-                wake.clear()
-                await wake.wait()
+            wait = self._hold_for()
+            if wait is not None:
+                self._wake.clear()
+                if wait == 0.0:
+                    await self._wake.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._wake.wait()
                 continue
-            if self.wait_s and len(queue) < self.fill:
-                await self._fill(lane)
-                queue = self._queues[lane]
+            if not self._commits and self.wait_s and len(self._queue) < self.fill:
+                await self._fill()
             now = time.perf_counter()
-            if self._began[lane]:
-                rate = min(len(queue), self.batch_max) / max(now - self._began[lane], 1e-6)
-                self._rate[lane] = (self._rate[lane] + rate) / 2
-            self._began[lane] = now
-            batch = queue[: self.batch_max]
-            del queue[: self.batch_max]
-            self._flushing += 1
-            started = time.perf_counter()
-            try:
-                outcomes = await self.flush(batch)
-            finally:
-                self._flushing -= 1
+            batch = self._take()
+            if self._began:
+                rate = len(batch) / max(now - self._began, 1e-6)
+                self._rate = (self._rate + rate) / 2
+            self._began = now
+            task = asyncio.create_task(self._commit_and_report(batch))
+            self._commits[task] = now
+
+    def _hold_for(self) -> float | None:
+        """None: start a commit now; else how long to wait for a wake-up (0.0: until one)."""
+        if not self._free or len(self._commits) >= self.flushers:
+            return 0.0
+        if not self._commits or self._free >= self.fill:
+            return None
+        slow_at = min(self._commits.values()) + SLOW_COMMIT_S
+        wait = slow_at - time.perf_counter()
+        return wait if wait > 0 else None
+
+    def _take(self) -> list[Item]:
+        """The next batch: up to ``batch_max`` queued items, oldest first, of free conversations
+        (the others stay queued, in order); their conversations become busy.
+
+        At peak (nothing in flight and two full batches of free items queued) the batch takes
+        only the conversations whose ``cid % flushers`` is the oldest item's, so the others
+        commit beside it at once; from then on each part's next batch fills while the other
+        commits.
+        """
+        busy = self._busy
+        split = self.flushers > 1 and not self._commits and self._free >= 2 * self.fill
+        if not busy and not split:
+            batch = self._queue[: self.batch_max]
+            del self._queue[: self.batch_max]
+        else:
+            part = next(r.cid for r, _ in self._queue if r.cid not in busy) % self.flushers
+            batch, kept = [], []
+            for item in self._queue:
+                cid = item[0].cid
+                if (
+                    len(batch) < self.batch_max
+                    and cid not in busy
+                    and (not split or cid % self.flushers == part)
+                ):
+                    batch.append(item)
+                else:
+                    kept.append(item)
+            self._queue = kept
+        busy.update(request.cid for request, _ in batch)
+        self._recount()
+        return batch
+
+    def _recount(self) -> None:
+        busy = self._busy
+        self._free = sum(1 for request, _ in self._queue if request.cid not in busy)
+
+    async def _commit_and_report(self, batch: list[Item]) -> None:
+        started = time.perf_counter()
+        try:
+            outcomes = await self.flush(batch)
             # Read by on_done (the metrics hook) for the batch it is handed.
             self.last_flush_s = time.perf_counter() - started
             failpoints.hit("after_commit_before_fanout")
             self.batches += 1
-            if not self._flushing and not self.pending:
-                self._idle.set()
             try:
                 self.on_done(outcomes)
             except Exception:
                 log.exception("delivering batch outcomes failed")
+        finally:
+            # Only now may the next batch of these conversations start (see the class docstring).
+            task = asyncio.current_task()
+            if task is not None:
+                self._commits.pop(task, None)
+            self._busy.difference_update(request.cid for request, _ in batch)
+            self._recount()
+            if not self._commits and not self._queue:
+                self._idle.set()
+            self._wake.set()
 
-    async def _fill(self, lane: int) -> None:
-        """Wait at most ``wait_s`` for ``fill`` items, if the lane's rate says more are coming.
+    async def _fill(self) -> None:
+        """Wait at most ``wait_s`` for ``fill`` items, if the recent rate says more are coming.
 
         At a moderate rate a batch is a handful of sends (those that arrived during the last
         commit), and each call has a fixed cost in the node and in PostgreSQL that a larger batch
         shares. Waiting only pays when another send is expected within the wait (rate times wait
         of at least one); at a low rate a lone send is flushed at once.
         """
-        if self._rate[lane] * self.wait_s < 1:
+        if self._rate * self.wait_s < 1:
             return
-        filled = self._filled[lane]
-        self._filling[lane] = True
-        try:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.wait_s):
-                await filled.wait()
-        except TimeoutError:
-            pass
-        finally:
-            self._filling[lane] = False
-            filled.clear()
+                while len(self._queue) < self.fill:
+                    await self._wake.wait()
+                    self._wake.clear()
 
     async def flush(self, batch: list[Item]) -> list[Outcome]:
         """Commit ``batch`` and return one outcome per item, in order; never raises."""

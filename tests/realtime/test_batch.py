@@ -285,3 +285,98 @@ async def test_a_bounded_wait_lets_close_sends_share_a_batch_and_loses_none(
     for cid, outcomes in ((eager_cid, eager_done), (patient_cid, patient_done)):
         assert sorted(placed(o)[1] for o in outcomes) == list(range(1, 41))
         assert await top_seq(db, cid) == 40
+
+
+async def test_a_commit_stalled_on_a_lock_lets_other_conversations_commit_beside_it_never_its_own(
+    db: asyncpg.Pool[asyncpg.Record],
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+) -> None:
+    """The first commit waits on a conversation's row lock (as behind a stalled fsync). Once it
+    is slow, the next batch commits beside it and is reported at once, but it holds only the
+    other conversation: the stalled conversation's next send waits for the first batch's
+    outcome, so that conversation is still acked in ``seq`` order."""
+    a, b = await new_user(), await new_user()
+    held_cid, free_cid = await new_conversation(a, b), await new_conversation(a, b)
+    done: list[Outcome] = []
+    writer = BatchWriter(db, batch_max=100, timeout_s=5.0, on_done=done.extend, flushers=2)
+    writer.start()
+    try:
+        async with db.acquire() as racer:
+            tx = racer.transaction()
+            await tx.start()
+            await racer.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", held_cid)
+            writer.submit(*send(a, held_cid, "first"))
+            await asyncio.sleep(2 * TICK)
+            writer.submit(*send(b, held_cid, "second"))
+            writer.submit(*send(b, free_cid, "beside"))
+            async with asyncio.timeout(40 * TICK):
+                while not done:
+                    await asyncio.sleep(TICK / 5)
+            await asyncio.sleep(2 * TICK)
+            assert [o.request.cid for o in done] == [free_cid]
+            assert writer.pending == 1, "the held conversation's second send waits, queued"
+            await tx.commit()
+        async with asyncio.timeout(40 * TICK):
+            while len(done) < 3:
+                await asyncio.sleep(TICK / 5)
+    finally:
+        await writer.stop(drain_timeout_s=5)
+    bodies = [(o.request.cid, o.request.body, placed(o)[1]) for o in done]
+    assert bodies == [(free_cid, "beside", 1), (held_cid, "first", 1), (held_cid, "second", 2)]
+    assert writer.batches == 3
+
+
+async def test_at_peak_two_commits_overlap_without_sharing_a_conversation(
+    db: asyncpg.Pool[asyncpg.Record],
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+) -> None:
+    """Many conversations sending at once: every outcome of one conversation is reported in
+    ``seq`` order (the batches in flight never share one), each send stored once, none lost."""
+    users = [await new_user() for _ in range(8)]
+    cids = [await new_conversation(users[i], users[(i + 1) % 8]) for i in range(8)]
+    done: list[Outcome] = []
+    writer = _Watched(db, batch_max=16, timeout_s=5.0, on_done=done.extend, flushers=2, fill=4)
+    writer.start()
+    rounds = 30
+    try:
+        for r in range(rounds):
+            for i, cid in enumerate(cids):
+                writer.submit(*send(users[i], cid, f"{r}"))
+            await asyncio.sleep(0)
+        async with asyncio.timeout(100 * TICK):
+            while len(done) < rounds * len(cids):
+                await asyncio.sleep(TICK / 5)
+    finally:
+        await writer.stop(drain_timeout_s=5)
+    for cid in cids:
+        mine = [o for o in done if o.request.cid == cid]
+        assert [placed(o)[1] for o in mine] == list(range(1, rounds + 1))
+        assert [o.request.body for o in mine] == [str(r) for r in range(rounds)]
+        assert await top_seq(db, cid) == rounds
+    assert writer.batches < rounds * len(cids) / 2
+    assert writer.overlapped, "two commits were never in flight together"
+    assert not writer.shared, writer.shared
+
+
+class _Watched(BatchWriter):
+    """The real writer, recording which conversations its commits in flight hold together."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_flight: list[set[int]] = []
+        self.overlapped = 0
+        self.shared: list[set[int]] = []
+
+    async def flush(self, batch: list[Item]) -> list[Outcome]:
+        cids = {request.cid for request, _ in batch}
+        for other in self.in_flight:
+            self.overlapped += 1
+            if cids & other:
+                self.shared.append(cids & other)
+        self.in_flight.append(cids)
+        try:
+            return await super().flush(batch)
+        finally:
+            self.in_flight.remove(cids)
