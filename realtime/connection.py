@@ -4,15 +4,20 @@ Owns one socket's conversation with the protocol core: the transport hands it ev
 text message synchronously (:meth:`Connection.on_text`, no reader task and no future per frame);
 it feeds the :class:`~realtime.protocol.Protocol`, writes the frames that produces, and performs
 its actions through the :class:`~realtime.node.Node`. Sends and reads are queued to the batch
-writer without awaiting; the actions that must await (auth, membership refresh, sync, presence)
-run in one task per action, in order: while one runs, later messages wait in a bounded backlog
-(reading pauses past :data:`BACKLOG_HIGH`) and are fed once it is done, so the protocol sees
-them in the order they came. Its one timer (auth timeout, reauth notice, token lapse) is a loop
-callback, not a task. Writes never await: a socket whose unsent bytes (transport buffer plus
-this tick's queue) would pass the high-water mark is closed with :data:`Close.SLOW_CONSUMER`.
+writer without awaiting (an answer known at once, such as a moderation reject or a full queue,
+comes back as :meth:`Node.submit`'s value; the rest arrives after the commit as
+:meth:`Connection.send_finished`); the actions that must await (auth, membership refresh,
+sync, presence) run in one task per action, in order: while one runs, later messages wait in a
+bounded backlog (reading pauses past :data:`BACKLOG_HIGH`) and are fed once it is done, so the
+protocol sees them in the order they came. Its one timer (auth timeout, reauth notice, token
+lapse) is a loop callback, not a task. Writes never await: a socket whose unsent bytes
+(transport buffer plus this tick's queue) would pass the high-water mark is closed with
+:data:`Close.SLOW_CONSUMER`.
 
 What it needs of the transport is the :class:`Link` protocol (``realtime/transport.py`` frames,
-coalesces and writes); it decides nothing about what a frame means (the protocol does).
+coalesces and writes); it decides nothing about what a frame means (the protocol does). To the
+node's parts it is a :class:`~realtime.sockets.LocalSocket`: safety events reach its state only
+as inputs it hands to the protocol.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request
 
 from common.codes import Close, Err
-from realtime.domain import ReadOutcome, SendOutcome
+from realtime.domain import Memberships, ReadOutcome, SendOutcome
 from realtime.node import Node
 from realtime.presence import PresenceUnavailable
 from realtime.protocol import (
@@ -114,9 +119,6 @@ class Connection:
         self.link, self.node = link, node
         self.session = node.new_session()
         self.user_id = 0
-        #: The ``ver`` claim of the token this socket last authenticated with (safety events
-        #: close only sockets whose token is older than a bump).
-        self.token_version = 0
         self.closing = False
         self.attached = False
         self.proto: Protocol | None = None
@@ -240,10 +242,12 @@ class Connection:
                 self.write(output.data)
             case CloseOut():
                 self._start_close(output.code, output.reason)
-            case PersistSend():
-                self.node.submit(output.request, self)
-            case PersistRead():
-                self.node.submit(output.request, self)
+            case PersistSend() | PersistRead():
+                answered = self.node.submit(output.request, self)
+                if isinstance(answered, SendOutcome):
+                    self.send_finished(answered)
+                elif answered is not None:
+                    self.read_finished(answered)
             case TypingAction():
                 self.node.typing(output)
             case _:
@@ -268,8 +272,6 @@ class Connection:
             case PresenceAction():
                 presence = self.node.presence
                 try:
-                    if presence is None:
-                        raise PresenceUnavailable("presence is not wired")
                     data = await presence.answer(self.proto.memberships, output.users, output.rid)
                 except PresenceUnavailable:
                     self.proto.presence_failed(output.rid)
@@ -283,7 +285,6 @@ class Connection:
             self.proto.auth_failed(result, result.name.lower())
             return
         claims, memberships = result
-        self.token_version = claims.token_version
         first = False
         if not action.refresh:
             self.user_id = claims.user_id
@@ -298,6 +299,7 @@ class Connection:
             memberships=memberships,
             rid=action.rid,
             now=time.time(),
+            token_version=claims.token_version,
         )
         # Write `ready` before anything can await, so no delivery overtakes it; the route is
         # registered before the next frame (the client's sync) is read, so nothing is missed.
@@ -306,6 +308,34 @@ class Connection:
                 await self._perform(output)
         if first:
             await self.node.joined(self, self.proto.memberships)
+
+    # -- safety events (realtime/sockets.py: LocalSocket) -----------------------------------
+
+    @property
+    def memberships(self) -> Memberships | None:
+        return None if self.proto is None else self.proto.memberships
+
+    def conversation_closed(self, cid: int) -> None:
+        if self.proto is not None:
+            self.proto.conversation_closed(cid)
+
+    def peer_blocked(self, peer: int) -> tuple[int, ...]:
+        return () if self.proto is None else self.proto.peer_blocked(peer)
+
+    def conversation_opened(self, cid: int, peer: int) -> None:
+        if self.proto is not None:
+            self.proto.conversation_opened(cid, peer)
+
+    def token_revoked(self, code: int, reason: str, *, below: int | None = None) -> None:
+        if self.proto is None:
+            self._start_close(code, reason)
+        elif (closing := self.proto.token_revoked(code, reason, below=below)) is not None:
+            self.proto.take()  # as in close(): nothing still queued is performed
+            self._start_close(closing.code, closing.reason)
+
+    def memberships_reloaded(self, memberships: Memberships) -> None:
+        if self.proto is not None:
+            self.proto.set_memberships(memberships)
 
     # -- results from the batch writer (Replier) ---------------------------------------------
 

@@ -17,8 +17,9 @@ from common.codes import Err
 class Memberships:
     """What one user may reach: open conversations (id -> other members) and block peers.
 
-    Loaded at authentication, refreshed when a frame names an unknown conversation; the safety
-    events consumer (next issue) updates it in place through :meth:`Protocol.set_memberships`.
+    Loaded at authentication, refreshed when a frame names an unknown conversation; owned by
+    one socket's :class:`~realtime.protocol.Protocol`, which applies safety events to it as
+    inputs (``conversation_closed``, ``peer_blocked``, ``conversation_opened``).
     """
 
     peers: dict[int, tuple[int, ...]] = field(default_factory=dict)

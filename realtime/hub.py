@@ -9,27 +9,24 @@ others). It must not touch Redis or PostgreSQL: remote nodes are the broker's bu
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import TypeAlias
 
+from realtime.sockets import LocalSocket
 
-class Socket(Protocol):
-    """What the hub needs of a connection."""
-
-    @property
-    def user_id(self) -> int: ...
-
-    def write(self, data: bytes) -> None:
-        """Queue one encoded text frame without awaiting."""
+#: What the hub holds: a local socket as the node's parts see it (``realtime/sockets.py``).
+Socket: TypeAlias = LocalSocket
+#: May ``socket`` see a frame of conversation ``cid`` by ``author``?
+Gate: TypeAlias = Callable[[Socket, int, int], bool]
 
 
 class Hub:
-    def __init__(self, *, max_per_user: int) -> None:
+    def __init__(self, *, max_per_user: int, gate: Gate) -> None:
         self.max_per_user = max_per_user
         self._by_user: dict[int, set[Socket]] = {}
-        #: Asked per recipient socket for scoped deliveries: may ``socket`` see a frame of
-        #: conversation ``cid`` by ``author``? Set by the safety events consumer (block/unmatch
-        #: filter at fan-out, so items already in flight are stopped too).
-        self.gate: Callable[[Socket, int, int], bool] | None = None
+        #: Asked per recipient socket for scoped deliveries (the safety events' block/unmatch
+        #: filter at fan-out, :meth:`realtime.safetystate.SafetyState.admits`, so items already
+        #: in flight are stopped too).
+        self.gate = gate
 
     def add(self, socket: Socket) -> bool | None:
         """Index ``socket``: True if it is the user's first here, None if over the per-user cap."""

@@ -151,22 +151,21 @@ class ModerationGate:
 
     # -- the send path -----------------------------------------------------------------------
 
-    def take(self, request: SendRequest, reply: Replier) -> bool:
-        """Check one send; True when it was answered here or queued for the cap worker."""
+    def take(self, request: SendRequest, reply: Replier) -> Err | bool:
+        """Check one send: the error to refuse it with now (the caller answers it), True when
+        it was queued for the cap worker (answered from there), False when it goes on."""
         verdict = self.matcher.check(request.body)
         if verdict.action != "allow":
             self._queue_log(request.sender, verdict)
             if verdict.action == "reject":
                 self.rejected += 1
-                reply.send_finished(SendOutcome(request, reply, error=Err.CONTENT_REJECTED))
-                return True
+                return Err.CONTENT_REJECTED
             self.warned += 1
         cap = self.caps.get(request.sender)
         if cap is None:
             return False
         if len(self._capq) >= CAP_QUEUE_MAX:
-            reply.send_finished(SendOutcome(request, reply, error=Err.RATE_LIMITED))
-            return True
+            return Err.RATE_LIMITED
         self._capq.append((request, reply, cap))
         self._cap_wake.set()
         return True

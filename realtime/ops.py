@@ -28,21 +28,15 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from common.settings import Settings
-from realtime.batch import BatchWriter, Outcome
+from realtime.batch import BatchWriter
 from realtime.broker import RedisBroker
-from realtime.connection import Connection
-from realtime.domain import Memberships, SendOutcome
-from realtime.hub import Socket
 from realtime.metrics import CONTENT_TYPE, TALLY, Gauges, Tally, build_registry, render
 from realtime.node import Node
-from realtime.presence import Presence
 from realtime.store import UNAVAILABLE_ERRORS
-from realtime.wsserver import WsServer
 
 log = logging.getLogger("realtime.ops")
 
 ProcessRequest = Callable[[object, Request], Response | None]
-OnDone = Callable[[list[Outcome]], None]
 
 
 def respond(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -163,20 +157,12 @@ class Load:
         }
 
 
-def view_of(sock: Socket) -> Memberships | None:
-    """A local socket's membership cache (what presence checks before writing to it)."""
-    proto = sock.proto if isinstance(sock, Connection) else None
-    return None if proto is None else proto.memberships
-
-
 @dataclass
 class NodeOps:
-    """Presence, metrics and the HTTP routes of one node, wired onto its parts."""
+    """Metrics and the HTTP routes of one node, over its parts."""
 
-    presence: Presence
     ops: Ops
     registry: CollectorRegistry
-    server: WsServer | None = None
 
     @classmethod
     def build(
@@ -188,25 +174,12 @@ class NodeOps:
         writer: BatchWriter,
         pool: asyncpg.Pool[asyncpg.Record],
         fallback: ProcessRequest,
+        open_connections: Callable[[], int],
     ) -> NodeOps:
-        timeout = settings.realtime_io_timeout_s
-        presence = Presence(
-            broker.redis,
-            node_id=node.node_id,
-            hub=node.hub,
-            broker=broker,
-            store=node.store,
-            view=view_of,
-            ttl_s=settings.presence_ttl_s,
-            grace_s=settings.presence_grace_s,
-            timeout_s=timeout,
-        )
-        node.presence = presence
-        broker.load = Load(writer, broker)
-        writer.on_done = _measured(writer, writer.on_done)
+        """``open_connections``: the WebSocket server's count of open connections,
+        authenticated or not (``mm_rt_connections_open``)."""
         gauges = Gauges(
-            # Late-bound: the server exists only after serve(); see serving().
-            open_connections=lambda: built.open_connections(),
+            open_connections=open_connections,
             sockets=lambda: node.hub.socket_count,
             users=lambda: node.hub.user_count,
             batch_pending=lambda: writer.pending,
@@ -218,30 +191,5 @@ class NodeOps:
             draining=lambda: ops.draining,
         )
         registry = build_registry(gauges)
-        ops = Ops(broker.redis, pool, broker, registry, fallback, timeout)
-        built = cls(presence, ops, registry)
-        return built
-
-    def serving(self, server: WsServer) -> None:
-        """The WebSocket server is up: its connection count feeds ``mm_rt_connections_open``."""
-        self.server = server
-
-    def open_connections(self) -> int:
-        """Open WebSocket connections, authenticated or not."""
-        return 0 if self.server is None else self.server.open_count
-
-
-def _measured(writer: BatchWriter, on_done: Callable[[list[Outcome]], None]) -> OnDone:
-    """Wrap the writer's ``on_done``: batch size, commit time and send-to-ack latency."""
-    tally = TALLY
-
-    def measured(outcomes: list[Outcome]) -> None:
-        tally.batch_size.observe(len(outcomes))
-        tally.commit.observe(writer.last_flush_s)
-        on_done(outcomes)
-        now = time.time()
-        for outcome in outcomes:
-            if isinstance(outcome, SendOutcome) and outcome.stored is not None:
-                tally.send_ack.observe(now - outcome.request.received_at)
-
-    return measured
+        ops = Ops(broker.redis, pool, broker, registry, fallback, settings.realtime_io_timeout_s)
+        return cls(ops, registry)

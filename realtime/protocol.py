@@ -9,6 +9,10 @@ input: bad input becomes an ``error`` frame, and only protocol abuse becomes a c
 The driver (:mod:`realtime.connection`) feeds it with ``receive_*``, ``tick`` and the results of
 the actions it asked for, then drains :meth:`Protocol.take`: :class:`Out` frames to write,
 :class:`CloseOut` to close, and action objects (auth, persist, typing, sync, refresh) to perform.
+Safety events reach it as inputs too, through the driver's side of the socket-state seam
+(:mod:`realtime.sockets`): :meth:`~Protocol.conversation_closed`,
+:meth:`~Protocol.peer_blocked`, :meth:`~Protocol.conversation_opened` and
+:meth:`~Protocol.token_revoked`, which answers with the :class:`CloseOut` to perform.
 """
 
 from __future__ import annotations
@@ -198,6 +202,9 @@ class Protocol:
     header_token: str | None = None
     state: State = State.AWAIT_AUTH
     user_id: int = 0
+    #: The ``ver`` claim of the token this socket last authenticated with (a token bump closes
+    #: only sockets whose token is older).
+    token_version: int = 0
     expires_at: float = 0.0
     reauth_sent: bool = False
     memberships: Memberships | None = None
@@ -249,10 +256,17 @@ class Protocol:
 
     def close(self, code: int, reason: str = "") -> None:
         """Close once; later input is ignored."""
-        if self.state is not State.CLOSED:
-            self.state = State.CLOSED
-            TALLY.close(int(code))
-            self._out.append(CloseOut(int(code), reason))
+        closing = self._closing(code, reason)
+        if closing is not None:
+            self._out.append(closing)
+
+    def _closing(self, code: int, reason: str) -> CloseOut | None:
+        """Enter CLOSED and return the close to perform (None when already closed)."""
+        if self.state is State.CLOSED:
+            return None
+        self.state = State.CLOSED
+        TALLY.close(int(code))
+        return CloseOut(int(code), reason)
 
     def receive_binary(self, now: float) -> None:
         self.close(Close.PROTOCOL_VIOLATION, "binary frames are not part of the protocol")
@@ -392,6 +406,7 @@ class Protocol:
         memberships: Memberships | None,
         rid: str | None,
         now: float,
+        token_version: int = 0,
     ) -> None:
         if self.state is State.CLOSED:
             return
@@ -401,7 +416,7 @@ class Protocol:
         if now >= expires_at:
             self.close(Close.TOKEN_EXPIRED, "token expired")
             return
-        self.state, self.user_id = State.OPEN, user_id
+        self.state, self.user_id, self.token_version = State.OPEN, user_id, token_version
         self.expires_at, self.reauth_sent = expires_at, False
         if memberships is not None:
             self.memberships = memberships
@@ -430,8 +445,43 @@ class Protocol:
         self.close(code, reason)
 
     def set_memberships(self, memberships: Memberships) -> None:
-        """Replace the cache (the safety events consumer calls this on block, unmatch, match)."""
+        """Replace the cache (after an unblock or an outage the safety events consumer reads
+        PostgreSQL again)."""
         self.memberships = memberships
+
+    # -- safety events (the socket-state seam, realtime/sockets.py) --------------------------
+
+    def conversation_closed(self, cid: int) -> None:
+        """An unmatch ended ``cid``: later frames naming it answer ``not_member``."""
+        if self.memberships is not None:
+            self.memberships.peers.pop(cid, None)
+
+    def peer_blocked(self, peer: int) -> tuple[int, ...]:
+        """A block between this user and ``peer`` (either way): frames to ``peer`` answer
+        ``blocked`` and the conversations with ``peer`` leave the cache (the API's block ends
+        the match; its unmatch event follows, this does not wait for it). Returns their ids."""
+        m = self.memberships
+        if m is None:
+            return ()
+        m.blocked = m.blocked | {peer}
+        ended = tuple(cid for cid, peers in m.peers.items() if peer in peers)
+        for cid in ended:
+            del m.peers[cid]
+        return ended
+
+    def conversation_opened(self, cid: int, peer: int) -> None:
+        """A match opened ``cid`` with ``peer``: sends to it go through without a reload, unless
+        ``peer`` is blocked."""
+        m = self.memberships
+        if m is not None and peer not in m.blocked:
+            m.peers[cid] = (peer,)
+
+    def token_revoked(self, code: int, reason: str, *, below: int | None = None) -> CloseOut | None:
+        """A ban (``below`` None) or a token-version bump to ``below``: the close to perform, or
+        None when this socket's token is not older than the bump (or it is closed already)."""
+        if below is not None and self.token_version >= below:
+            return None
+        return self._closing(code, reason)
 
     def memberships_loaded(
         self, memberships: Memberships | None, retry: wire.ClientFrame, now: float

@@ -5,7 +5,8 @@ the last id read) and applying each event at once, synchronously, to this node's
 caches:
 
 - ``Block`` / ``Unmatch``: the pair's conversations leave both users' membership caches and the
-  pair (or the conversation) is remembered node-wide, so :meth:`SafetyState.admits`, asked by
+  pair (or the conversation) is remembered node-wide
+  (:class:`~realtime.safetystate.SafetyState`), so :meth:`SafetyState.admits`, asked by
   the hub before every scoped write (``msg``, ``typing``, ``read``, ``deleted``, ``presence``),
   stops items already in flight too; the protocol then refuses frames with ``not_member`` /
   ``blocked``. ``Unblock`` reloads both users' caches from PostgreSQL (a block the other way
@@ -27,8 +28,13 @@ because the API drops events it cannot publish while Redis is down (and a wiped 
 stream), the first successful read after a failure also re-checks every local socket against
 PostgreSQL (memberships, blocks, token version, account state) and reloads the filter.
 
-It must not await on a socket or touch asyncpg (the node's store does); redis exceptions stay
-inside this module.
+A socket's state changes only through the socket-state seam (:mod:`realtime.sockets`): each
+event becomes an input of the sockets the hub holds for its users (``conversation_closed``,
+``peer_blocked``, ``conversation_opened``, ``token_revoked``, ``memberships_reloaded``), which the
+connection hands to its protocol.
+
+It must not await on a socket, know the connection type or edit a socket's cache, nor touch
+asyncpg (the node's store does); redis exceptions stay inside this module.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
@@ -47,63 +53,14 @@ from redis.exceptions import RedisError
 from common import events, wire
 from common.codes import Close
 from common.rediskeys import as_text, stream_entries
-from realtime.connection import Connection
 from realtime.domain import Memberships
-from realtime.hub import Socket
 from realtime.node import Node
+from realtime.safetystate import SafetyState, remember
 from realtime.store import StoreUnavailable
 
 log = logging.getLogger("realtime.safety")
 
 _FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
-#: Node-wide memory of recent events (FIFO beyond this): in-flight items are seconds old, and
-#: PostgreSQL has the durable truth for everything older.
-REMEMBER_MAX: Final = 100_000
-
-
-def _remember(table: dict[Any, Any], key: Any, value: Any = None) -> None:
-    table.pop(key, None)
-    table[key] = value
-    if len(table) > REMEMBER_MAX:
-        del table[next(iter(table))]
-
-
-def memberships_of(socket: Socket) -> Memberships | None:
-    if isinstance(socket, Connection) and socket.proto is not None:
-        return socket.proto.memberships
-    return None
-
-
-class SafetyState:
-    """What this node has learned from safety events: the fan-out gate and the auth check."""
-
-    def __init__(self) -> None:
-        self.closed: dict[int, None] = {}  # conversation ids closed by unmatch or block
-        self.blocks: dict[tuple[int, int], None] = {}  # (blocker, blocked)
-        self.token_floor: dict[int, int] = {}  # user -> lowest valid token version
-        self.banned: dict[int, float] = {}  # user -> banned until (epoch s; inf: permanent)
-
-    def admits(self, socket: Socket, cid: int, author: int) -> bool:
-        """May ``socket`` get a frame of conversation ``cid`` by ``author`` (0: none)?"""
-        if cid and cid in self.closed:
-            return False
-        if author:
-            user = socket.user_id
-            if self.blocks and ((user, author) in self.blocks or (author, user) in self.blocks):
-                return False
-            m = memberships_of(socket)
-            if m is not None and author in m.blocked:
-                return False
-        return True
-
-    def admission(self, user: int, token_version: int) -> Close | None:
-        """A close code for an authentication that an event applied meanwhile revoked."""
-        until = self.banned.get(user)
-        if until is not None and until > time.time():
-            return Close.ACCOUNT_DISABLED
-        if token_version < self.token_floor.get(user, 0):
-            return Close.REVOKED
-        return None
 
 
 class SafetyConsumer:
@@ -114,12 +71,14 @@ class SafetyConsumer:
         node: Node,
         redis_url: str,
         *,
+        state: SafetyState,
         timeout_s: float,
         block_ms: int = 1000,
         reload_moderation: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.node, self.timeout_s, self.block_ms = node, timeout_s, block_ms
-        self.state = SafetyState()
+        #: Shared with the node (admission, membership epoch) and the hub (its gate).
+        self.state = state
         self.reload_moderation = reload_moderation
         self.redis = Redis.from_url(
             redis_url,
@@ -132,7 +91,6 @@ class SafetyConsumer:
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
         self._side: set[asyncio.Task[Any]] = set()
-        node.hub.gate = self.state.admits
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -216,7 +174,7 @@ class SafetyConsumer:
                 self._block(a, b)
             case events.Unblock(blocker=a, blocked=b):
                 self.state.blocks.pop((a, b), None)
-                self.node.membership_epoch += 1
+                self.state.membership_epoch += 1
                 self._spawn(self.reload_memberships((a, b)), "safety-unblock")
             case events.Unmatch(users=(a, b), cid=cid):
                 self._close_conversation(cid, (a, b))
@@ -225,11 +183,11 @@ class SafetyConsumer:
             case events.Ban(user=user, until=until):
                 end = float("inf") if until is None else until
                 if end > time.time():
-                    _remember(self.state.banned, user, end)
+                    remember(self.state.banned, user, end)
                     self._close_user(user, Close.ACCOUNT_DISABLED, "account disabled")
             case events.TokenBump(user=user, version=version):
                 if version > self.state.token_floor.get(user, 0):
-                    _remember(self.state.token_floor, user, version)
+                    remember(self.state.token_floor, user, version)
                 self._close_user(user, Close.REVOKED, "token revoked", below=version)
             case events.ModerationChanged():
                 if self.reload_moderation is not None:
@@ -244,59 +202,46 @@ class SafetyConsumer:
                 data = wire.encode(wire.ReadReceipt(cid=cid, user=user, seq=seq))
                 self.node.hub.deliver(self._members_here(cid, user), data, scope=(cid, user))
 
-    def _connections(self, user: int) -> Iterator[Connection]:
-        for socket in self.node.hub.sockets_of(user):
-            if isinstance(socket, Connection):
-                yield socket
-
     def _block(self, blocker: int, blocked: int) -> None:
-        _remember(self.state.blocks, (blocker, blocked))
-        self.node.membership_epoch += 1
+        remember(self.state.blocks, (blocker, blocked))
+        self.state.membership_epoch += 1
+        hub = self.node.hub
         for user, other in ((blocker, blocked), (blocked, blocker)):
-            for conn in self._connections(user):
-                m = memberships_of(conn)
-                if m is None:
-                    continue
-                m.blocked = m.blocked | {other}
-                for cid in [c for c, peers in m.peers.items() if other in peers]:
-                    # The API's block ends the match and closes the conversation; the Unmatch
-                    # event follows, this does not wait for it.
-                    del m.peers[cid]
-                    _remember(self.state.closed, cid)
+            for sock in hub.sockets_of(user):
+                for cid in sock.peer_blocked(other):
+                    remember(self.state.closed, cid)
 
     def _close_conversation(self, cid: int, users: tuple[int, ...]) -> None:
-        _remember(self.state.closed, cid)
-        self.node.membership_epoch += 1
+        remember(self.state.closed, cid)
+        self.state.membership_epoch += 1
         for user in users:
-            for conn in self._connections(user):
-                m = memberships_of(conn)
-                if m is not None:
-                    m.peers.pop(cid, None)
+            for sock in self.node.hub.sockets_of(user):
+                sock.conversation_closed(cid)
 
     def _match(self, cid: int, a: int, b: int) -> None:
-        self.node.membership_epoch += 1
+        self.state.membership_epoch += 1
+        hub = self.node.hub
         for user, other in ((a, b), (b, a)):
             data = wire.encode(wire.MatchNotice(cid=cid, user=other))
-            for conn in self._connections(user):
-                m = memberships_of(conn)
-                if m is not None and other not in m.blocked:
-                    m.peers[cid] = (other,)
-            self.node.hub.deliver((user,), data, scope=(cid, other))
+            for sock in hub.sockets_of(user):
+                sock.conversation_opened(cid, other)
+            hub.deliver((user,), data, scope=(cid, other))
 
     def _close_user(self, user: int, code: Close, reason: str, below: int | None = None) -> None:
-        for conn in tuple(self._connections(user)):
-            if below is None or conn.token_version < below:
-                conn.close(code, reason)
+        for sock in self.node.hub.sockets_of(user):
+            sock.token_revoked(code, reason, below=below)
 
     def _members_here(self, cid: int, reader: int) -> list[int]:
         """Users with a socket here whose cache holds ``cid``, other than ``reader``."""
+        hub = self.node.hub
         users = {
-            conn.user_id
-            for conn in tuple(self.node.connections)
-            if isinstance(conn, Connection)
-            and conn.user_id != reader
-            and (m := memberships_of(conn)) is not None
-            and cid in m.peers
+            user
+            for user in hub.users()
+            if user != reader
+            and any(
+                (m := sock.memberships) is not None and cid in m.peers
+                for sock in hub.sockets_of(user)
+            )
         }
         return sorted(users)
 
@@ -310,12 +255,11 @@ class SafetyConsumer:
             fresh = await self.node.memberships(user)
             if fresh is None:
                 continue
-            for conn in self._connections(user):
-                if conn.proto is not None:
-                    # Each socket gets its own copy: events edit caches in place.
-                    conn.proto.set_memberships(
-                        Memberships(dict(fresh.peers), fresh.blocked, fresh.loaded_at)
-                    )
+            for sock in self.node.hub.sockets_of(user):
+                # Each socket gets its own copy: its protocol edits its cache in place.
+                sock.memberships_reloaded(
+                    Memberships(dict(fresh.peers), fresh.blocked, fresh.loaded_at)
+                )
 
     async def recheck(self) -> None:
         """After a stream outage: events may be lost, so ask PostgreSQL about every socket."""

@@ -1,11 +1,19 @@
 """The realtime node's composition root: builds every part from settings, serves, shuts down.
 
-Builds, in order: the key set (public keys only), the asyncpg pool (lazy, so the node starts
-with PostgreSQL down), the store and batch writer, the hub, the Redis broker, presence, the
-safety-events consumer, the moderation filter, the ops routes and the node that ties them
-together; then serves WebSockets (uvloop, the ``websockets`` sans-I/O core driven from an
+:meth:`Services.build` is the one place the node is wired. It builds, in order: the key set
+(public keys only), the asyncpg pool (lazy, so the node starts with PostgreSQL down), the store,
+the safety state, the hub (gated by it), the Redis broker, presence, the offline
+notifications, the fan-out, the after-commit step, the batch writer (handing its outcomes to
+it), the heartbeat's load figures, the moderation gate, the node, the safety-events consumer,
+the ops routes and the WebSocket server (uvloop, the ``websockets`` sans-I/O core driven from an
 ``asyncio.Protocol``: :mod:`realtime.wsserver`, :mod:`realtime.transport`) with ``/healthz``,
-``/readyz`` and ``/metrics`` answered in the handshake hook. Every background task is owned by
+``/readyz`` and ``/metrics`` answered in the handshake hook. Each part gets its collaborators as
+constructor arguments and nothing is assigned to a part after it is built (a test checks). Three
+figures read parts built later, through a closure over the name (``commit_seconds`` the writer,
+the broker's ``load`` the writer's counts, ``open_connections`` the server), because each of
+those parts needs the reader first; they are only called once the node runs. The broker gets
+its delivery callback when it starts (``Broker.start``), as the inbound end of the
+broker-presence loop. Every background task is owned by
 a part that cancels and awaits it. SIGTERM drains, bounded by ``MM_REALTIME_DRAIN_S``: mark the node
 unready, close every socket with 1012 (reconnect elsewhere; this also stops accepting), flush
 the batch writer (sends in flight are committed; their clients settle them by resending the
@@ -40,17 +48,21 @@ from common.logs import setup_logging
 from common.settings import Settings
 from common.tokens import keyset_from_settings
 from realtime import gcpolicy
+from realtime.aftercommit import AfterCommit
 from realtime.batch import BatchWriter
 from realtime.broker import RedisBroker
 from realtime.connection import Connection
-from realtime.domain import UserState
+from realtime.fanout import Fanout
 from realtime.hub import Hub
 from realtime.moderation import ModerationGate
 from realtime.node import Node
 from realtime.notices import MessageNotices
-from realtime.ops import NodeOps, text
+from realtime.ops import Load, NodeOps, text
+from realtime.presence import Presence
 from realtime.protocol import Config
 from realtime.safety import SafetyConsumer
+from realtime.safetystate import SafetyState
+from realtime.sockets import memberships_of
 from realtime.store import Store, create_pool
 from realtime.transport import WsSocket
 from realtime.wsserver import WsServer
@@ -98,13 +110,15 @@ class Services:
     """Everything the node runs, in build order (shut down in reverse)."""
 
     pool: asyncpg.Pool[asyncpg.Record]
-    writer: BatchWriter
     broker: RedisBroker
-    node: Node
+    presence: Presence
+    notices: MessageNotices
+    writer: BatchWriter
     moderation: ModerationGate
+    node: Node
     safety: SafetyConsumer
     ops: NodeOps
-    notices: MessageNotices
+    server: WsServer
 
     @classmethod
     async def build(cls, settings: Settings) -> Services:
@@ -114,7 +128,9 @@ class Services:
         pool = await create_pool(
             settings.asyncpg_dsn, max_size=settings.db_pool_size, timeout_s=timeout
         )
-        hub = Hub(max_per_user=settings.max_connections_per_user)
+        store = Store(pool, timeout_s=timeout)
+        safety_state = SafetyState()
+        hub = Hub(max_per_user=settings.max_connections_per_user, gate=safety_state.admits)
         broker = RedisBroker(
             settings.redis_url,
             node_id=node_id,
@@ -123,14 +139,35 @@ class Services:
             timeout_s=timeout,
             local_users=hub.users,
             stats=lambda: (hub.socket_count, hub.user_count),
+            load=lambda: load(),
+        )
+        presence = Presence(
+            broker.redis,
+            node_id=node_id,
+            hub=hub,
+            broker=broker,
+            store=store,
+            view=memberships_of,
+            ttl_s=settings.presence_ttl_s,
+            grace_s=settings.presence_grace_s,
+            timeout_s=timeout,
+        )
+        notices = MessageNotices(pool, timeout_s=timeout, is_local=hub.has)
+        fanout = Fanout(hub=hub, broker=broker, presence=presence)
+        after_commit = AfterCommit(
+            fanout=fanout, notices=notices, commit_seconds=lambda: writer.last_flush_s
         )
         writer = BatchWriter(
             pool,
             batch_max=settings.batch_max,
             timeout_s=timeout,
-            on_done=lambda _o: None,
+            on_done=after_commit.on_outcomes,
             flushers=settings.batch_flushers,
             wait_s=settings.batch_wait_ms / 1000,
+        )
+        load = Load(writer, broker)
+        moderation = ModerationGate(
+            pool, settings.redis_url, writer=writer, node_id=node_id, timeout_s=timeout
         )
         node = Node(
             config=protocol_config(settings, node_id),
@@ -139,26 +176,24 @@ class Services:
             issuer=settings.jwt_issuer,
             hub=hub,
             broker=broker,
-            store=Store(pool, timeout_s=timeout),
+            store=store,
             writer=writer,
+            after_commit=after_commit,
+            fanout=fanout,
+            presence=presence,
+            safety=safety_state,
+            send_gate=moderation.take,
+            on_account=moderation.note_user,
             high_water=settings.outbound_high_water,
             sndbuf=settings.realtime_sndbuf_bytes,
         )
-        writer.on_done = node.on_outcomes
-        notices = MessageNotices(pool, timeout_s=timeout, is_local=hub.has)
-        node.notices = notices
-        moderation = ModerationGate(
-            pool, settings.redis_url, writer=writer, node_id=node_id, timeout_s=timeout
-        )
         safety = SafetyConsumer(
-            node, settings.redis_url, timeout_s=timeout, reload_moderation=moderation.reload
+            node,
+            settings.redis_url,
+            state=safety_state,
+            timeout_s=timeout,
+            reload_moderation=moderation.reload,
         )
-
-        def admission(user: int, version: int, state: UserState | None) -> Close | None:
-            moderation.note_user(user, state)
-            return safety.state.admission(user, version)
-
-        node.admission, node.send_gate = admission, moderation.take
         # Before the first socket: the filter (best effort; retried in the background) and the
         # safety stream's starting point (see realtime/safety.py).
         await moderation.reload()
@@ -170,36 +205,55 @@ class Services:
             writer=writer,
             pool=pool,
             fallback=make_process_request(settings.allowed_origins),
+            open_connections=lambda: server.open_count,
+        )
+
+        def open_socket(sock: WsSocket) -> Connection:
+            conn = Connection(sock, node)
+            conn.start()
+            return conn
+
+        server = WsServer(
+            open_socket,
+            process_request=ops.ops.process_request,
+            max_size=settings.max_frame_bytes,
+            compression=settings.ws_compression,
+            ping_interval_s=settings.heartbeat_s,
+            ping_timeout_s=settings.heartbeat_s,
+            close_timeout_s=settings.realtime_io_timeout_s * 2,
         )
         return cls(
-            ops=ops,
             pool=pool,
-            writer=writer,
             broker=broker,
-            node=node,
-            moderation=moderation,
-            safety=safety,
+            presence=presence,
             notices=notices,
+            writer=writer,
+            moderation=moderation,
+            node=node,
+            safety=safety,
+            ops=ops,
+            server=server,
         )
 
     def start(self) -> None:
+        """Start every part's background tasks (after the server listens)."""
         self.writer.start()
-        self.broker.start(self.node.on_remote)
+        self.broker.start(self.node.fanout.on_remote)
         self.moderation.start()
         self.safety.start()
-        self.ops.presence.start()
+        self.presence.start()
         self.notices.start()
 
-    async def stop(self, server: WsServer, *, timeout_s: float, grace_s: float) -> None:
+    async def stop(self, *, timeout_s: float, grace_s: float) -> None:
         """Drain: unready, stop accepting, close sockets with 1012 (clients reconnect to another
         node), commit what the writer holds, settle presence, deregister, close."""
         self.ops.ops.draining = True
         self.node.close_all(Close.SERVICE_RESTART, "node draining")
-        server.close(Close.SERVICE_RESTART, "node draining")
+        self.server.close(Close.SERVICE_RESTART, "node draining")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), timeout_s)
+            await asyncio.wait_for(self.server.wait_closed(), timeout_s)
         await self.writer.stop(drain_timeout_s=timeout_s)
-        await self.ops.presence.close(timeout_s=grace_s + timeout_s)
+        await self.presence.close(timeout_s=grace_s + timeout_s)
         await self.safety.close()
         await self.broker.close()
         await self.moderation.close()
@@ -218,25 +272,9 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     services = await Services.build(settings)
     node = services.node
-
-    def open_socket(sock: WsSocket) -> Connection:
-        conn = Connection(sock, node)
-        conn.start()
-        return conn
-
-    server = WsServer(
-        open_socket,
-        process_request=services.ops.ops.process_request,
-        max_size=settings.max_frame_bytes,
-        compression=settings.ws_compression,
-        ping_interval_s=settings.heartbeat_s,
-        ping_timeout_s=settings.heartbeat_s,
-        close_timeout_s=settings.realtime_io_timeout_s * 2,
-    )
-    await server.start(
+    await services.server.start(
         settings.realtime_host, settings.realtime_port, reuse_port=settings.realtime_reuse_port
     )
-    services.ops.serving(server)
     services.start()
     frozen = gcpolicy.tune()  # everything built so far lives as long as the node
     log.info(
@@ -255,7 +293,6 @@ async def run(settings: Settings) -> None:
         try:
             await asyncio.wait_for(
                 services.stop(
-                    server,
                     timeout_s=settings.realtime_io_timeout_s * 2,
                     grace_s=settings.presence_grace_s,
                 ),
