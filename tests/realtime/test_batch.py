@@ -322,7 +322,7 @@ async def test_a_commit_stalled_on_a_lock_lets_other_conversations_commit_beside
                 await asyncio.sleep(TICK / 5)
     finally:
         await writer.stop(drain_timeout_s=5)
-    bodies = [(o.request.cid, o.request.body, placed(o)[1]) for o in done]
+    bodies = [(o.request.cid, _body(o), placed(o)[1]) for o in done]
     assert bodies == [(free_cid, "beside", 1), (held_cid, "first", 1), (held_cid, "second", 2)]
     assert writer.batches == 3
 
@@ -353,11 +353,16 @@ async def test_at_peak_two_commits_overlap_without_sharing_a_conversation(
     for cid in cids:
         mine = [o for o in done if o.request.cid == cid]
         assert [placed(o)[1] for o in mine] == list(range(1, rounds + 1))
-        assert [o.request.body for o in mine] == [str(r) for r in range(rounds)]
+        assert [_body(o) for o in mine] == [str(r) for r in range(rounds)]
         assert await top_seq(db, cid) == rounds
     assert writer.batches < rounds * len(cids) / 2
     assert writer.overlapped, "two commits were never in flight together"
     assert not writer.shared, writer.shared
+
+
+def _body(outcome: Outcome) -> str:
+    assert isinstance(outcome.request, SendRequest)
+    return outcome.request.body
 
 
 class _Watched(BatchWriter):
