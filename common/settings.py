@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     max_connections_per_user: Annotated[int, Field(ge=1, le=100)] = 10
     outbound_high_water: Annotated[int, Field(ge=1024)] = 1024 * 1024
     batch_max: Annotated[int, Field(ge=1, le=10_000)] = 1000
-    # Flusher lanes of the batch writer (conversations split by id; their commits overlap).
+    # Commits of the batch writer in flight at once (never two of one conversation).
     batch_flushers: Annotated[int, Field(ge=1, le=8)] = 2
     # Longest a small batch waits to fill when sends arrive close together (0: never waits).
     batch_wait_ms: Annotated[float, Field(ge=0, le=5)] = 1.0
