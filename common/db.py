@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -10,6 +12,11 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from common.settings import Settings
+
+#: Every API session's settings. JIT off: PostGIS prices its functions so high that short
+#: discovery queries cross ``jit_above_cost`` and spent 20-60 ms compiling code for a 30-50 ms
+#: query (``docs/BENCHMARKS.md``, *Discovery latency*); no API query runs long enough to gain.
+SESSION_SETTINGS: Final = {"jit": "off"}
 
 
 def make_engine(settings: Settings) -> AsyncEngine:
@@ -20,6 +27,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
         pool_timeout=10,
+        connect_args={"server_settings": dict(SESSION_SETTINGS)},
     )
 
 

@@ -46,7 +46,9 @@ GENERIC_PLAN_SETTINGS: Final = (
 )
 #: A plan line's node text, before ``(cost=...``; and the figures read from the plan.
 _NODE = re.compile(r"^\s*(?:->\s*)?(.*?)\s*\(cost=")
+_ESTIMATED_ROWS = re.compile(r"\(cost=[\d.]+\.\.[\d.]+ rows=(\d+)")
 _ACTUAL_ROWS = re.compile(r"actual time=[\d.]+\.\.[\d.]+ rows=(\d+)")
+_LOOPS = re.compile(r" loops=(\d+)\)")
 _EXECUTION = re.compile(r"(?:Execution Time|duration): ([\d.]+) ms")
 _PLANNING = re.compile(r"Planning Time: ([\d.]+) ms")
 _BUFFERS = re.compile(r"Buffers: (.*)")
@@ -64,7 +66,12 @@ class Plan:
     profiles_access: list[str]
     #: Rows out of the first node that reads ``profiles`` (after the filters applied there).
     scan_rows: int | None
+    #: The planner's estimate of those rows: far below ``scan_rows``, it picks loops per row.
+    scan_estimate: int | None
     execution_ms: float | None
+    #: Sequential scans run more than once (``Seq Scan on users … loops=3516``): a whole table
+    #: read per candidate, the shape that made custom plans take seconds.
+    repeated_seq_scans: list[str]
     #: Planning time (only ``EXPLAIN`` reports it; a generic plan was planned earlier).
     planning_ms: float | None
     #: The top node's buffer counts (``shared hit=... read=...``).
@@ -73,8 +80,14 @@ class Plan:
 
     def line(self) -> str:
         return (
-            f"{self.kind} plan {' | '.join(self.profiles_access)}; rows {self.scan_rows},"
+            f"{self.kind} plan {' | '.join(self.profiles_access)}; rows {self.scan_rows}"
+            f" (estimated {self.scan_estimate}),"
             f" execution {self.execution_ms} ms, buffers {self.buffers}"
+            + (
+                f"; repeated {', '.join(self.repeated_seq_scans)}"
+                if self.repeated_seq_scans
+                else ""
+            )
         )
 
 
@@ -85,10 +98,21 @@ def summarize(
     profiles = [line for line in lines if " on profiles" in line or GIST_INDEX in line]
     access = [node.group(1) for line in profiles if (node := _NODE.match(line))]
     rows = next((int(m.group(1)) for line in profiles if (m := _ACTUAL_ROWS.search(line))), None)
+    estimate = next(
+        (int(m.group(1)) for line in profiles if (m := _ESTIMATED_ROWS.search(line))), None
+    )
 
     def first(pattern: re.Pattern[str]) -> str | None:
         return next((m.group(1) for line in lines if (m := pattern.search(line))), None)
 
+    repeated = [
+        f"{node.group(1)} x{loops.group(1)}"
+        for line in lines
+        if (node := _NODE.match(line))
+        and node.group(1).startswith("Seq Scan")
+        and (loops := _LOOPS.search(line))
+        and int(loops.group(1)) > 1
+    ]
     execution, planning = first(_EXECUTION), first(_PLANNING)
     return Plan(
         searcher=searcher,
@@ -97,6 +121,8 @@ def summarize(
         gist_used=any(GIST_INDEX in node for node in access),
         profiles_access=access,
         scan_rows=rows,
+        scan_estimate=estimate,
+        repeated_seq_scans=repeated,
         execution_ms=float(execution) if execution else None,
         planning_ms=float(planning) if planning else None,
         buffers=first(_BUFFERS),

@@ -8,8 +8,12 @@ when the bucket does, and two people in one cell are indistinguishable. Activity
 the score in whole days, so the order does not reveal a precise last-seen time either.
 
 Must not: compute distances in Python, order by exact distance, or issue a query per row. The
-radius test is ``ST_DWithin`` on ``geography`` against a bound point, which PostGIS turns into
-an index condition on ``ix_profiles_location`` (GiST); :func:`explain` shows the plan.
+radius test is a bounding-box overlap (``&&``) with the bound point expanded by the radius,
+an index condition on ``ix_profiles_location`` (GiST), then the same sphere distance the buckets
+use; :func:`explain` shows the plan. Not ``ST_DWithin``: PostGIS estimates its rows at 1 or 2
+whatever the radius, and on that estimate PostgreSQL's custom plans joined ``users`` by a
+sequential scan per candidate (seconds for a 25-50 km city search; ``docs/BENCHMARKS.md``,
+*Discovery latency*). The ``&&`` test is estimated from the column's statistics.
 """
 
 from __future__ import annotations
@@ -98,6 +102,20 @@ def age_years(birth_date: Any) -> ColumnElement[int]:
     return cast(extract("year", func.age(func.current_date(), birth_date)), Integer)
 
 
+def born_for_ages(birth_date: Any, youngest: int, oldest: int) -> ColumnElement[bool]:
+    """``age_years(birth_date)`` between ``youngest`` and ``oldest``, as a range of birth dates.
+
+    The same people as the age test, but the planner estimates a range of a column from its
+    statistics, where it gives an expression's range a fixed 0.5 % (which, multiplied into the
+    other filters, made it expect one candidate and pick a nested loop that scans ``users`` per
+    candidate).
+    """
+    return and_(
+        birth_date <= func.current_date() - func.make_interval(youngest),
+        birth_date > func.current_date() - func.make_interval(oldest + 1),
+    )
+
+
 def primary_thumb(user_id: Any) -> ScalarSelect[str]:
     """The thumb key of ``user_id``'s primary photo (else its first), as a scalar subquery."""
     return (
@@ -172,6 +190,9 @@ def candidates_query(
     viewer_id = viewer.user_id
     point = func.ST_GeogFromText(literal(viewer.point_wkt))
     age = age_years(Profile.birth_date)
+    radius_m = float(viewer.radius_km * 1000)
+    # On the sphere, not the spheroid: ~0.3% apart, far below a bucket, and much cheaper.
+    distance_m = func.ST_Distance(Profile.location, point, False)
     # The viewer's interests travel as a parameter: each candidate costs one index-only probe.
     shared = (
         select(func.count())
@@ -207,8 +228,7 @@ def candidates_query(
             age.label("age"),
             Profile.gender.label("gender"),
             Profile.bio.label("bio"),
-            # On the sphere, not the spheroid: ~0.3% apart, far below a bucket, and much cheaper.
-            func.ST_Distance(Profile.location, point, False).label("distance_m"),
+            distance_m.label("distance_m"),
             shared.label("shared"),
             (
                 cast(Profile.bio != "", Integer)
@@ -220,7 +240,8 @@ def candidates_query(
         )
         .join(User, User.id == Profile.user_id)
         .where(
-            func.ST_DWithin(Profile.location, point, viewer.radius_km * 1000),
+            Profile.location.op("&&")(func._ST_Expand(point, radius_m)),
+            distance_m <= radius_m,
             Profile.user_id != viewer_id,
             Profile.is_complete.is_(True),
             User.is_active.is_(True),
@@ -229,7 +250,7 @@ def candidates_query(
             # Preferences both ways: each wants the other's gender and age.
             Profile.gender.in_(viewer.wants),
             any_(Profile.pref_genders) == viewer.gender,
-            age.between(viewer.age_min, viewer.age_max),
+            born_for_ages(Profile.birth_date, viewer.age_min, viewer.age_max),
             literal(viewer.age).between(Profile.pref_age_min, Profile.pref_age_max),
             ~swiped,
             ~matched,
@@ -271,7 +292,7 @@ def candidates_query(
         bucket.label("bucket"),
         score.label("score"),
     ).subquery("ranked")
-    # ST_DWithin keeps distance <= radius; the bucket test drops a point exactly on the edge,
+    # The radius test keeps distance <= radius; the bucket test drops a point exactly on the edge,
     # which would otherwise show the next bucket's label.
     radius_bucket = DISTANCE_EDGES_KM.index(viewer.radius_km)
     page = (

@@ -13,11 +13,13 @@ import random
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, text, update
+from sqlalchemy import Date, cast, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services.discovery import (
     DISTANCE_EDGES_KM,
+    age_years,
+    born_for_ages,
     bucket_label,
     bucket_of,
     explain,
@@ -374,6 +376,42 @@ async def test_viewer_without_location_is_refused(
     assert response.status_code == 409
     assert response.json()["code"] == "profile_incomplete"
     assert (await api.get("/api/discovery")).status_code == 401
+
+
+async def test_the_birth_date_range_selects_the_same_ages_as_the_age_test(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Every birth date of the last 70 years, leap days and birthdays today included."""
+    days = select(
+        cast(
+            func.generate_series(
+                func.current_date() - func.make_interval(70),
+                func.current_date(),
+                dt.timedelta(days=1),
+            ),
+            Date,
+        ).label("day")
+    ).subquery("days")
+    day = days.c.day
+    async with sessions() as session:
+        for youngest, oldest in ((18, 30), (25, 25), (18, 60)):
+            ranged = born_for_ages(day, youngest, oldest)
+            by_age = age_years(day).between(youngest, oldest)
+            counts = (
+                await session.execute(
+                    select(
+                        func.count().filter(ranged.is_distinct_from(by_age)),
+                        func.count().filter(by_age),
+                    ).select_from(days)
+                )
+            ).one()
+            assert counts[0] == 0, (youngest, oldest)
+            assert counts[1] >= 365 * (oldest - youngest + 1) - 1
+
+
+async def test_api_sessions_run_without_jit(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        assert (await session.execute(text("SHOW jit"))).scalar_one() == "off"
 
 
 async def test_query_plan_uses_the_gist_index(
