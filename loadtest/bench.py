@@ -60,6 +60,8 @@ TARGETS: Final = {
     "paced_3000_delivery_p99_worst_ms": "<= 20 (every run)",
     "idle_open_s": "<= 4 (10,000 sockets, 64 at a time)",
     "storm_open_s": "<= 4 (10,000 sockets at once, fresh node)",
+    # Issue 18: what crossing nodes costs, against both members on one node, same run.
+    "cross_node_node_ratio": "<= 1.25x (node CPU per message, cross / same node)",
 }
 #: The issue-17 layout: as the independent client that measured the peer.
 HOT_PATH: Final = {"pairs": 100, "body_chars": 100}
@@ -249,6 +251,35 @@ class Bench:
             self.runs.setdefault(label, []).append(report.as_dict())
             print(f"[{label}]", *report.lines(), sep="\n")
 
+    def cross_node(self) -> dict[str, float]:
+        """Node and Redis CPU per message with each pair's members on two nodes, against both
+        on one node: the same two nodes (both on core 1, so neither shares the generator's
+        core), the same paced rate, the two layouts alternated run by run.
+
+        Two nodes on two cores cannot show scaling on this box (they share it with the
+        generator, PostgreSQL and Redis); the price of crossing nodes per message can be shown.
+        """
+        a = self.args
+        with stack.running(self.node("node-a", "1"), self.node("node-b", "1")) as servers:
+            for _ in range(a.runs):
+                for spread in ("same", "cross"):
+                    self.chat(
+                        f"cross_node_{spread}",
+                        servers,
+                        target="mergemeet",
+                        spread=spread,
+                        rate=a.cross_node_rate,
+                        **HOT_PATH,
+                    )
+        same, cross = self.cpu_figures("cross_node_same"), self.cpu_figures("cross_node_cross")
+        node_same = same["cross_node_same_node_us_per_msg"]
+        node_cross = cross["cross_node_cross_node_us_per_msg"]
+        return (
+            same
+            | cross
+            | {"cross_node_node_ratio": round(node_cross / node_same, 2) if node_same else 0.0}
+        )
+
     def moderation(self) -> float:
         values = []
         for _ in range(self.args.runs):
@@ -394,6 +425,8 @@ class Bench:
             two = median([r["delivered_per_s"] for r in self.runs["two_nodes"]])
             figures["two_nodes_delivered_per_s"] = two
             figures["two_nodes_ratio"] = round(two / peak, 2)
+        if wanted("cross_node"):
+            figures |= self.cross_node()
         if wanted("moderation"):
             figures["moderation_us_per_message"] = self.moderation()
         if wanted("discovery"):
@@ -499,7 +532,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma list: peak,latency,sweep,inflight,paced,idle,storm,capacity,two_nodes,"
-        "moderation,discovery",
+        "cross_node,moderation,discovery",
+    )
+    p.add_argument(
+        "--cross-node-rate",
+        type=int,
+        default=3000,
+        help="offered msg/s of the cross_node figure (both layouts)",
     )
     p.add_argument(
         "--paced-rates",
