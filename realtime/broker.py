@@ -1,20 +1,21 @@
 """Everything a realtime node asks Redis: routes, delivery streams, token versions, heartbeat.
 
 Owns cross-node delivery. Routes say which nodes hold a user's sockets: a sorted set per user
-(``mm:user:<id>:routes``, node id scored by the time the entry expires), refreshed by this
-node's heartbeat, so a dead node's routes expire by themselves. :meth:`RedisBroker.publish`
-never awaits: deliveries queue and one publisher task sends everything queued since its last
-round trip together. It costs one script call per tick, whatever the number of deliveries: the
-routes script reads the routes of every distinct recipient of the tick at once and answers only
-for users with a route on another node. When all of them are here (the common case on one node)
-that is all; otherwise one more script call XADDs one entry per delivery and other node
-(recipient ids + the frame, encoded once). The routes are read after the commit, as before, so a
-user whose route was announced before a message committed gets it live. A delivery may carry a
-:class:`Watch` (a new chat message some of whose recipients have no socket on this node): the
-same script call then also names the watched users that no other node hosts, and the watch is
-told, with no extra round trip (``realtime/notices.py`` notifies them). Each node reads its own
-stream with XREAD BLOCK from its last id, trims what it has read, and on a lost connection backs
-off, reconnects and resumes from the same id.
+(``mm:user:<id>:routes``, node id scored by the time the entry expires), refreshed by this node's
+heartbeat, so a dead node's routes expire by themselves. :meth:`RedisBroker.publish` never awaits:
+deliveries queue and one publisher task sends everything queued since its last round trip together.
+It costs one pipeline per tick, whatever the number of deliveries: the routes script reads the
+routes of the tick's distinct recipients and answers only for users with a route on another node,
+one call per users' hash tag (at most ``USER_SLOTS`` calls, each in one slot:
+:mod:`common.rediskeys`). When all of them are here (the common case on one node) that is all;
+otherwise one more pipeline XADDs, with one script call per other node's stream, one entry per
+delivery and node (recipient ids + the frame, encoded once), in publish order. The routes are read
+after the commit, as before, so a user whose route was announced before a message committed gets it
+live. A delivery may carry a :class:`Watch` (a new chat message some of whose recipients have no
+socket on this node): the same routes lookup then also names the watched users that no other node
+hosts, and the watch is told, with no extra round trip (``realtime/notices.py`` notifies them).
+Each node reads its own stream with XREAD BLOCK from its last id, trims what it has read, and on a
+lost connection backs off, reconnects and resumes from the same id.
 
 Exceptions: nothing above this module catches a redis exception type; Redis failures become
 :class:`BrokerUnavailable` (for calls whose caller decides) or are logged and retried (the
@@ -31,14 +32,16 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import cluster
+from common.redisedge import REDIS_FAILURES, Arg, Call, LuaScript, eval_scripts
 from common.rediskeys import (
     delivery_stream,
     get_token_version,
+    route_key,
     set_token_version,
     stream_entries,
+    user_group,
 )
 
 log = logging.getLogger("realtime.broker")
@@ -46,9 +49,10 @@ log = logging.getLogger("realtime.broker")
 #: Approximate cap of a delivery stream (a dead node's stream stops growing here).
 STREAM_MAXLEN: Final = 100_000
 MAX_PENDING: Final = 200_000
-_FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+_FAILURES: Final = REDIS_FAILURES
 
-# KEYS: the route sets of every distinct recipient of a tick, the watched ones first.
+# KEYS: the route sets of a tick's distinct recipients that share one hash tag, the watched
+# ones first.
 # ARGV: now, own node id, how many keys are watched.
 # Answers a flat list (key index, comma-joined other nodes) for the keys with another node, and
 # (key index, '') for the watched keys with none.
@@ -65,20 +69,16 @@ end
 return out
 """
 
-# KEYS: delivery streams. ARGV: maxlen, then (stream index, recipient ids, frame) per entry.
+# KEYS: one node's delivery stream. ARGV: maxlen, then (recipient ids, frame) per entry.
 XADD_LUA: Final = """
 local maxlen = ARGV[1]
-for i = 2, #ARGV, 3 do
-  redis.call('XADD', KEYS[tonumber(ARGV[i])], 'MAXLEN', '~', maxlen, '*',
-             'u', ARGV[i + 1], 'f', ARGV[i + 2])
+for i = 2, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'u', ARGV[i], 'f', ARGV[i + 1])
 end
-return (#ARGV - 1) / 3
+return (#ARGV - 1) / 2
 """
-
-
-def route_key(user_id: int) -> str:
-    """Sorted set of node ids hosting ``user_id``'s sockets, scored by expiry (epoch s)."""
-    return f"mm:user:{user_id}:routes"
+ROUTES: Final = LuaScript(ROUTES_LUA)
+XADD: Final = LuaScript(XADD_LUA)
 
 
 class BrokerUnavailable(Exception):
@@ -137,7 +137,6 @@ class RedisBroker:
         self.route_ttl_s, self.timeout_s, self.block_ms = route_ttl_s, timeout_s, block_ms
         self.local_users, self.stats, self.load = local_users, stats, load
         self.stream = delivery_stream(node_id)
-        self._pre, self._post = delivery_stream("\0").split("\0")
         self.redis = Redis.from_url(
             url,
             socket_timeout=timeout_s,
@@ -151,8 +150,6 @@ class RedisBroker:
             socket_connect_timeout=timeout_s,
             client_name=f"rt:{node_id}:reader",
         )
-        self._routes = self.redis.register_script(ROUTES_LUA)
-        self._xadd = self.redis.register_script(XADD_LUA)
         self._pending: list[tuple[Sequence[int], bytes, Watch | None]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -268,43 +265,56 @@ class RedisBroker:
                 backoff = min(backoff * 2, 2.0)
 
     async def _publish(self, batch: list[tuple[Sequence[int], bytes, Watch | None]]) -> None:
-        # Phase 1: the routes of every distinct recipient of the batch, in one script call
-        # (the watched ones first: the script says which of those no other node hosts).
+        # Phase 1: the routes of every distinct recipient of the batch, one script call per
+        # hash tag in one pipeline (the watched ones first in each: the script says which of
+        # those no other node hosts).
         watched = dict.fromkeys(u for _, _, w in batch if w is not None for u in w.users)
-        users = list(dict.fromkeys(u for recipients, _, _ in batch for u in recipients))
+        users = dict.fromkeys(u for recipients, _, _ in batch for u in recipients)
         if watched:
-            users = list(dict.fromkeys([*watched, *users]))
-        reply = await self._routes(
-            keys=[route_key(u) for u in users],
-            args=[str(time.time()), self.node_id, len(watched)],
-        )
-        if not reply:
-            return  # every recipient is here (or nowhere): the hub has served them already
+            users = dict.fromkeys([*watched, *users])
+        groups: dict[int, list[int]] = {}
+        for user in users:
+            groups.setdefault(user_group(user), []).append(user)
+        now, node_id = str(time.time()), self.node_id
+        calls: list[Call] = [
+            (
+                ROUTES,
+                [route_key(u) for u in members],
+                (now, node_id, sum(u in watched for u in members) if watched else 0),
+            )
+            for members in groups.values()
+        ]
+        replies = await eval_scripts(self.redis, calls)
         elsewhere: dict[int, list[bytes]] = {}
         nowhere: set[int] = set()
-        for i in range(0, len(reply), 2):
-            user = users[int(reply[i]) - 1]
-            if reply[i + 1]:
-                elsewhere[user] = reply[i + 1].split(b",")
-            else:
-                nowhere.add(user)
+        for members, reply in zip(groups.values(), replies, strict=True):
+            for i in range(0, len(reply), 2):
+                user = members[int(reply[i]) - 1]
+                if reply[i + 1]:
+                    elsewhere[user] = reply[i + 1].split(b",")
+                else:
+                    nowhere.add(user)
         if nowhere:
             self._tell_watches(batch, nowhere)
         if not elsewhere:
             return
-        # Phase 2: per delivery, one entry for each other node hosting any of its recipients.
-        streams: dict[bytes, int] = {}
-        args: list[bytes | int] = [STREAM_MAXLEN]
+        # Phase 2: per delivery, one entry for each other node hosting any of its recipients;
+        # one script call per node's stream (its own slot), entries in publish order.
+        streams: dict[bytes, list[Arg]] = {}
         for recipients, data, _ in batch:
             targets: dict[bytes, list[str]] = {}
             for user in recipients:
                 for node in elsewhere.get(user, ()):
                     targets.setdefault(node, []).append(str(user))
             for node, ids in targets.items():
-                index = streams.setdefault(node, len(streams) + 1)
-                args += (index, ",".join(ids).encode(), data)
-        keys = [f"{self._pre}{node.decode()}{self._post}" for node in streams]
-        await self._xadd(keys=keys, args=args)
+                args = streams.get(node)
+                if args is None:
+                    args = streams[node] = [STREAM_MAXLEN]
+                args += (",".join(ids).encode(), data)
+        await eval_scripts(
+            self.redis,
+            [(XADD, [delivery_stream(node.decode())], args) for node, args in streams.items()],
+        )
 
     @staticmethod
     def _tell_watches(

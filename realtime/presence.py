@@ -38,11 +38,21 @@ from typing import Final
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import wire
-from common.rediskeys import NODES, as_text, delivery_stream, node_key
-from realtime.broker import Broker, route_key
+from common.redisedge import REDIS_FAILURES, LuaScript, eval_scripts
+from common.rediskeys import (
+    NODES,
+    as_text,
+    delivery_stream,
+    grace_key,
+    node_key,
+    node_users_key,
+    route_key,
+    seen_key,
+    shown_key,
+)
+from realtime.broker import Broker
 from realtime.domain import Memberships
 from realtime.hub import Hub, Socket
 from realtime.metrics import TALLY
@@ -50,7 +60,7 @@ from realtime.store import Store, StoreUnavailable
 
 log = logging.getLogger("realtime.presence")
 
-_FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+_FAILURES: Final = REDIS_FAILURES
 SEEN_TTL_S: Final = 90 * 24 * 3600
 #: A presence frame as :func:`wire.encode` writes it (tag first): how deliveries are told apart.
 FRAME_PREFIX: Final = b'{"type":"presence"'
@@ -65,22 +75,12 @@ if redis.call('DEL', KEYS[2]) == 0 then return -2 end
 redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
 return tonumber(ARGV[2])
 """
+OFFLINE: Final = LuaScript(OFFLINE_LUA)
 
 
-def shown_key(user_id: int) -> str:
-    return f"mm:user:{user_id}:shown"
-
-
-def seen_key(user_id: int) -> str:
-    return f"mm:user:{user_id}:seen"
-
-
-def grace_key(user_id: int) -> str:
-    return f"mm:user:{user_id}:grace"
-
-
-def node_users_key(node_id: str) -> str:
-    return f"mm:node:{node_id}:users"
+def offline_keys(user_id: int) -> list[str]:
+    """The keys :data:`OFFLINE_LUA` takes, in its order (one user's: one hash slot)."""
+    return [route_key(user_id), shown_key(user_id), seen_key(user_id), grace_key(user_id)]
 
 
 def minute_ms(now: float) -> int:
@@ -138,7 +138,6 @@ class Presence:
         self.store, self.view = store, view
         self.ttl_s, self.grace_s, self.timeout_s = ttl_s, grace_s, timeout_s
         self.step_s = max(0.05, min(grace_s / 4, ttl_s / 6))
-        self._offline = redis.register_script(OFFLINE_LUA)
         self._pending: dict[int, _Pending] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -307,14 +306,9 @@ class Presence:
     async def _check_offline(self, users: Sequence[int], now: float) -> dict[int, int]:
         """Run the offline script per user: last seen (ms) where this call announced it, else
         -1 (still online) or -2 (announced by someone else)."""
-        seen = minute_ms(now)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                keys = [route_key(user), shown_key(user), seen_key(user), grace_key(user)]
-                await self._offline(
-                    keys=keys, args=[repr(now), seen, SEEN_TTL_S * 1000], client=pipe
-                )
-            replies = await asyncio.wait_for(pipe.execute(), self.timeout_s)
+        args = (repr(now), minute_ms(now), SEEN_TTL_S * 1000)
+        calls = [(OFFLINE, offline_keys(user), args) for user in users]
+        replies = await asyncio.wait_for(eval_scripts(self.redis, calls), self.timeout_s)
         return {user: int(r) for user, r in zip(users, replies, strict=True)}
 
     async def _refresh(self) -> None:
@@ -354,7 +348,8 @@ class Presence:
         members = await asyncio.wait_for(self.redis.smembers(key), self.timeout_s)
         users = sorted(int(u) for u in members)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(key, delivery_stream(node), node_key(node))
+            pipe.delete(key, delivery_stream(node))  # one slot: the node's tag
+            pipe.delete(node_key(node))
             for user in users:
                 pipe.zrem(route_key(user), node)
             await asyncio.wait_for(pipe.execute(), self.timeout_s)

@@ -1,6 +1,6 @@
 """The safety events consumer: every node applies the API's safety stream to its own sockets.
 
-Owns reading :data:`common.events.SAFETY_STREAM` (XREAD BLOCK on a Redis client of its own, from
+Owns reading :data:`common.SAFETY_STREAM` (XREAD BLOCK on a Redis client of its own, from
 the last id read) and applying each event at once, synchronously, to this node's sockets and
 caches:
 
@@ -52,7 +52,7 @@ from redis.exceptions import RedisError
 
 from common import events, wire
 from common.codes import Close
-from common.rediskeys import as_text, stream_entries
+from common.rediskeys import SAFETY_STREAM, as_text, stream_entries
 from realtime.domain import Memberships
 from realtime.node import Node
 from realtime.safetystate import SafetyState, remember
@@ -101,7 +101,7 @@ class SafetyConsumer:
         """
         try:
             newest = await asyncio.wait_for(
-                self.redis.xrevrange(events.SAFETY_STREAM, count=1), self.timeout_s
+                self.redis.xrevrange(SAFETY_STREAM, count=1), self.timeout_s
             )
         except _FAILURES as exc:
             log.warning("safety stream not primed", extra={"error": type(exc).__name__})
@@ -139,7 +139,7 @@ class SafetyConsumer:
         while True:
             try:
                 reply = await self.redis.xread(
-                    {events.SAFETY_STREAM: self.last_id}, count=500, block=self.block_ms
+                    {SAFETY_STREAM: self.last_id}, count=500, block=self.block_ms
                 )
             except _FAILURES as exc:
                 self.failures += 1
