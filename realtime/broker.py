@@ -49,8 +49,6 @@ log = logging.getLogger("realtime.broker")
 #: Approximate cap of a delivery stream (a dead node's stream stops growing here).
 STREAM_MAXLEN: Final = 100_000
 MAX_PENDING: Final = 200_000
-_FAILURES: Final = REDIS_FAILURES
-
 # KEYS: the route sets of a tick's distinct recipients that share one hash tag, the watched
 # ones first.
 # ARGV: now, own node id, how many keys are watched.
@@ -178,7 +176,7 @@ class RedisBroker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        with contextlib.suppress(*_FAILURES):
+        with contextlib.suppress(*REDIS_FAILURES):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for user in self.local_users():
                     pipe.zrem(route_key(user), self.node_id)
@@ -200,7 +198,7 @@ class RedisBroker:
         try:
             await asyncio.wait_for(self._route_pipeline([user_id]), self.timeout_s)
             return True
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             log.warning("route add failed", extra={"error": type(exc).__name__})
             return False
 
@@ -210,7 +208,7 @@ class RedisBroker:
                 self.redis.zrem(route_key(user_id), self.node_id), self.timeout_s
             )
             return True
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             log.warning("route remove failed", extra={"error": type(exc).__name__})
             return False
 
@@ -227,12 +225,12 @@ class RedisBroker:
     async def token_version(self, user_id: int) -> int | None:
         try:
             return await asyncio.wait_for(get_token_version(self.redis, user_id), self.timeout_s)
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise BrokerUnavailable(type(exc).__name__) from exc
 
     async def cache_token_version(self, user_id: int, version: int) -> None:
         """Fill the cache after reading PostgreSQL; a failure only costs a later re-read."""
-        with contextlib.suppress(*_FAILURES):
+        with contextlib.suppress(*REDIS_FAILURES):
             await asyncio.wait_for(set_token_version(self.redis, user_id, version), self.timeout_s)
 
     # -- delivery ----------------------------------------------------------------------------
@@ -258,7 +256,7 @@ class RedisBroker:
                 await asyncio.wait_for(self._publish(batch), self.timeout_s)
                 self.published += len(batch)
                 backoff = 0.05
-            except _FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 self.dropped += len(batch)
                 log.warning("publish failed", extra={"error": type(exc).__name__, "n": len(batch)})
                 await asyncio.sleep(backoff)
@@ -336,7 +334,7 @@ class RedisBroker:
                 )
                 backoff = 0.05
                 self.read_ok_at, self.lag_s = time.monotonic(), 0.0
-            except _FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 log.warning("stream read failed", extra={"error": type(exc).__name__})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -355,7 +353,7 @@ class RedisBroker:
             if now - last_trim >= 1.0:
                 last_trim = now
                 # Entries before the last one read are done with: a single reader per stream.
-                with contextlib.suppress(*_FAILURES):
+                with contextlib.suppress(*REDIS_FAILURES):
                     await self.redis.xtrim(self.stream, minid=self.last_id, approximate=False)
 
     async def _heartbeat_loop(self) -> None:
@@ -380,6 +378,6 @@ class RedisBroker:
                     cluster.publish_heartbeat(self.redis, info, ttl_s=self.route_ttl_s),
                     self.timeout_s,
                 )
-            except _FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 log.warning("heartbeat failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(interval)

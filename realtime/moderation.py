@@ -31,10 +31,10 @@ from typing import Final
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common.codes import Err
 from common.moderation import INSERT_LOG_SQL, LOAD_RULES_SQL, Matcher, Verdict, compile_rules
+from common.redisedge import REDIS_FAILURES
 from common.rediskeys import daily_counter_key
 from common.trust import APPLY_TRUST_SQL, TRUST_DELTAS, daily_message_cap
 from realtime.batch import BatchWriter
@@ -43,7 +43,6 @@ from realtime.store import UNAVAILABLE_ERRORS
 
 log = logging.getLogger("realtime.moderation")
 
-_REDIS_FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 #: The moderation_log ``source`` of realtime messages.
 SOURCE: Final = "message"
 LOG_QUEUE_MAX: Final = 10_000
@@ -194,7 +193,7 @@ class ModerationGate:
                     pipe.incr(key)
                     pipe.expire(key, COUNTER_TTL_S)
                 results = await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             log.warning("daily cap not counted", extra={"error": type(exc).__name__})
             return [None] * len(batch)
         return [int(results[2 * i]) for i in range(len(batch))]

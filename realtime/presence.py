@@ -60,7 +60,6 @@ from realtime.store import Store, StoreUnavailable
 
 log = logging.getLogger("realtime.presence")
 
-_FAILURES: Final = REDIS_FAILURES
 SEEN_TTL_S: Final = 90 * 24 * 3600
 #: A presence frame as :func:`wire.encode` writes it (tag first): how deliveries are told apart.
 FRAME_PREFIX: Final = b'{"type":"presence"'
@@ -159,7 +158,7 @@ class Presence:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        with contextlib.suppress(*_FAILURES):
+        with contextlib.suppress(*REDIS_FAILURES):
             await asyncio.wait_for(self.redis.delete(node_users_key(self.node_id)), self.timeout_s)
 
     # -- local sockets come and go ----------------------------------------------------------
@@ -174,7 +173,7 @@ class Presence:
                 pipe.sadd(key, user)
                 pipe.pexpire(key, int(self.ttl_s * 3000))
                 first, *_ = await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             log.warning("presence failed", extra={"error": type(exc).__name__, "user": user})
             return
         if first:
@@ -191,7 +190,7 @@ class Presence:
         px = int((self.grace_s + max(1.0, 4 * self.step_s)) * 1000)
         try:
             await asyncio.wait_for(self.redis.set(grace_key(user), b"1", px=px), self.timeout_s)
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             log.warning("presence failed", extra={"error": type(exc).__name__, "user": user})
 
     @property
@@ -241,7 +240,7 @@ class Presence:
                     pipe.exists(grace_key(user))
                     pipe.get(seen_key(user))
                 replies = await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             log.warning("presence failed", extra={"error": type(exc).__name__})
             raise PresenceUnavailable(type(exc).__name__) from exc
         result: dict[int, wire.PresenceState] = {}
@@ -281,7 +280,7 @@ class Presence:
                     last_refresh = now
                     await self._refresh()
                     await self._reap()
-            except _FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 log.warning("presence failed", extra={"error": type(exc).__name__})
             except Exception:
                 log.exception("presence loop step failed")

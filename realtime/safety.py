@@ -44,14 +44,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import events, wire
 from common.codes import Close
+from common.redisedge import REDIS_FAILURES
 from common.rediskeys import SAFETY_STREAM, as_text, stream_entries
 from realtime.domain import Memberships
 from realtime.node import Node
@@ -59,8 +59,6 @@ from realtime.safetystate import SafetyState, remember
 from realtime.store import StoreUnavailable
 
 log = logging.getLogger("realtime.safety")
-
-_FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 
 
 class SafetyConsumer:
@@ -103,7 +101,7 @@ class SafetyConsumer:
             newest = await asyncio.wait_for(
                 self.redis.xrevrange(SAFETY_STREAM, count=1), self.timeout_s
             )
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             log.warning("safety stream not primed", extra={"error": type(exc).__name__})
             return
         self.last_id = as_text(newest[0][0]) if newest else "0-0"
@@ -141,7 +139,7 @@ class SafetyConsumer:
                 reply = await self.redis.xread(
                     {SAFETY_STREAM: self.last_id}, count=500, block=self.block_ms
                 )
-            except _FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 self.failures += 1
                 failed = True
                 log.warning("safety stream read failed", extra={"error": type(exc).__name__})

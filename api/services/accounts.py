@@ -22,7 +22,6 @@ import logging
 import secrets
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +44,7 @@ from common.models import (
     User,
     UserInterest,
 )
+from common.redisedge import REDIS_FAILURES
 from common.rediskeys import known_addresses_key, set_token_version
 from common.settings import Settings
 
@@ -185,7 +185,7 @@ async def announce_token_version(redis: Redis, user_id: int, version: int) -> No
     try:
         await set_token_version(redis, user_id, version)
         await publish(redis, TokenBump(user=user_id, version=version))
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         log.warning("token version not announced", extra={"user": user_id, "error": str(exc)})
 
 
