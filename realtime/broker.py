@@ -29,11 +29,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 from redis.asyncio import Redis
 
-from common import cluster
+from common import cluster, wire
 from common.redisedge import REDIS_FAILURES, Arg, Call, LuaScript, eval_scripts
 from common.rediskeys import (
     delivery_stream,
@@ -67,13 +67,15 @@ end
 return out
 """
 
-# KEYS: one node's delivery stream. ARGV: maxlen, then (recipient ids, frame) per entry.
+# KEYS: one node's delivery stream.
+# ARGV: maxlen, then (recipient ids, kind, scope, frame) per entry (see :func:`entry_header`).
 XADD_LUA: Final = """
 local maxlen = ARGV[1]
-for i = 2, #ARGV, 2 do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'u', ARGV[i], 'f', ARGV[i + 1])
+for i = 2, #ARGV, 4 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+             'u', ARGV[i], 'k', ARGV[i + 1], 's', ARGV[i + 2], 'f', ARGV[i + 3])
 end
-return (#ARGV - 1) / 2
+return (#ARGV - 1) / 4
 """
 ROUTES: Final = LuaScript(ROUTES_LUA)
 XADD: Final = LuaScript(XADD_LUA)
@@ -83,7 +85,30 @@ class BrokerUnavailable(Exception):
     """Redis could not answer."""
 
 
-OnDelivery = Callable[[Sequence[int], bytes], None]
+#: What a delivery is, carried beside its bytes (never sniffed from them): a frame for the
+#: hub, or a presence frame that presence shows per recipient socket.
+Kind = Literal["frame", "presence"]
+#: ``(cid, author)`` of a delivery, for the fan-out filters (0 for what it lacks).
+Scope = tuple[int, int]
+#: Receives each entry of this node's delivery stream: recipients, bytes, kind, scope.
+OnDelivery = Callable[[Sequence[int], bytes, Kind, Scope], None]
+_KINDS: Final[dict[Kind, bytes]] = {"frame": b"f", "presence": b"p"}
+_Pending = tuple[Sequence[int], bytes, "Watch | None", Kind, Scope]
+
+
+def entry_header(kind: Kind, scope: Scope) -> tuple[bytes, bytes]:
+    """The ``k`` and ``s`` fields of a delivery-stream entry."""
+    return _KINDS[kind], b"%d:%d" % scope
+
+
+def read_header(fields: dict[bytes, bytes]) -> tuple[Kind, Scope]:
+    """An entry's kind and scope (the frame's own scope if the entry has none)."""
+    kind: Kind = "presence" if fields.get(b"k") == b"p" else "frame"
+    raw = fields.get(b"s")
+    if raw is None:
+        return kind, wire.scope_of(fields[b"f"])
+    cid, _, author = raw.partition(b":")
+    return kind, (int(cid), int(author or 0))
 
 
 class Watch(Protocol):
@@ -104,7 +129,15 @@ class Broker(Protocol):
 
     async def close(self) -> None: ...
 
-    def publish(self, users: Sequence[int], data: bytes, watch: Watch | None = None) -> None:
+    def publish(
+        self,
+        users: Sequence[int],
+        data: bytes,
+        watch: Watch | None = None,
+        *,
+        kind: Kind = "frame",
+        scope: Scope = (0, 0),
+    ) -> None:
         """Deliver ``data`` to ``users``' sockets on other nodes; never awaits."""
 
     async def add_route(self, user_id: int) -> bool: ...
@@ -148,10 +181,10 @@ class RedisBroker:
             socket_connect_timeout=timeout_s,
             client_name=f"rt:{node_id}:reader",
         )
-        self._pending: list[tuple[Sequence[int], bytes, Watch | None]] = []
+        self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._on_delivery: OnDelivery = lambda users, data: None
+        self._on_delivery: OnDelivery = lambda users, data, kind, scope: None
         self.started_at = time.time()
         self.published = self.dropped = self.received = 0
         self.last_id = f"{int(self.started_at * 1000)}-0"
@@ -235,14 +268,22 @@ class RedisBroker:
 
     # -- delivery ----------------------------------------------------------------------------
 
-    def publish(self, users: Sequence[int], data: bytes, watch: Watch | None = None) -> None:
+    def publish(
+        self,
+        users: Sequence[int],
+        data: bytes,
+        watch: Watch | None = None,
+        *,
+        kind: Kind = "frame",
+        scope: Scope = (0, 0),
+    ) -> None:
         if not users:
             return
         if len(self._pending) >= MAX_PENDING:
             # Redis is far behind: drop (committed messages still reach recipients via sync).
             self.dropped += 1
             return
-        self._pending.append((users, data, watch))
+        self._pending.append((users, data, watch, kind, scope))
         self._wake.set()
 
     async def _publish_loop(self) -> None:
@@ -262,12 +303,12 @@ class RedisBroker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _publish(self, batch: list[tuple[Sequence[int], bytes, Watch | None]]) -> None:
+    async def _publish(self, batch: list[_Pending]) -> None:
         # Phase 1: the routes of every distinct recipient of the batch, one script call per
         # hash tag in one pipeline (the watched ones first in each: the script says which of
         # those no other node hosts).
-        watched = dict.fromkeys(u for _, _, w in batch if w is not None for u in w.users)
-        users = dict.fromkeys(u for recipients, _, _ in batch for u in recipients)
+        watched = dict.fromkeys(u for _, _, w, _, _ in batch if w is not None for u in w.users)
+        users = dict.fromkeys(u for recipients, *_ in batch for u in recipients)
         if watched:
             users = dict.fromkeys([*watched, *users])
         groups: dict[int, list[int]] = {}
@@ -299,7 +340,7 @@ class RedisBroker:
         # Phase 2: per delivery, one entry for each other node hosting any of its recipients;
         # one script call per node's stream (its own slot), entries in publish order.
         streams: dict[bytes, list[Arg]] = {}
-        for recipients, data, _ in batch:
+        for recipients, data, _, kind, scope in batch:
             targets: dict[bytes, list[str]] = {}
             for user in recipients:
                 for node in elsewhere.get(user, ()):
@@ -308,17 +349,15 @@ class RedisBroker:
                 args = streams.get(node)
                 if args is None:
                     args = streams[node] = [STREAM_MAXLEN]
-                args += (",".join(ids).encode(), data)
+                args += (",".join(ids).encode(), *entry_header(kind, scope), data)
         await eval_scripts(
             self.redis,
             [(XADD, [delivery_stream(node.decode())], args) for node, args in streams.items()],
         )
 
     @staticmethod
-    def _tell_watches(
-        batch: list[tuple[Sequence[int], bytes, Watch | None]], nowhere: set[int]
-    ) -> None:
-        for _, _, watch in batch:
+    def _tell_watches(batch: list[_Pending], nowhere: set[int]) -> None:
+        for _, _, watch, _, _ in batch:
             if watch is not None and (gone := [u for u in watch.users if u in nowhere]):
                 try:
                     watch.unrouted(gone)
@@ -344,7 +383,7 @@ class RedisBroker:
                 self.received += 1
                 try:
                     users = [int(u) for u in fields[b"u"].split(b",")]
-                    self._on_delivery(users, fields[b"f"])
+                    self._on_delivery(users, fields[b"f"], *read_header(fields))
                 except Exception:
                     log.exception("bad delivery entry")
             if self.last_id and reply:

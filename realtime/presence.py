@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import msgspec
 from redis.asyncio import Redis
 
 from common import wire
@@ -61,9 +60,6 @@ from realtime.store import Store, StoreUnavailable
 log = logging.getLogger("realtime.presence")
 
 SEEN_TTL_S: Final = 90 * 24 * 3600
-#: A presence frame as :func:`wire.encode` writes it (tag first): how deliveries are told apart.
-FRAME_PREFIX: Final = b'{"type":"presence"'
-_decoder: Final = msgspec.json.Decoder(wire.Presence)
 
 # KEYS: routes, shown, seen, grace. ARGV: now (s), last seen (ms), seen ttl (ms).
 # -1: a live route is left (still online); -2: someone else announced it; else: last seen.
@@ -207,16 +203,11 @@ class Presence:
             return
         data = frame(user, state, last_seen)
         self.deliver_local(peers, data, user)
-        self.broker.publish(peers, data)
+        self.broker.publish(peers, data, kind="presence", scope=(0, user))
 
-    def deliver_local(self, users: Iterable[int], data: bytes, subject: int | None = None) -> int:
-        """Write a presence frame to the local sockets of ``users`` that may see its subject."""
-        if subject is None:
-            try:
-                subject = _decoder.decode(data).users[0].user
-            except (msgspec.MsgspecError, IndexError):
-                log.error("bad presence entry")
-                return 0
+    def deliver_local(self, users: Iterable[int], data: bytes, subject: int) -> int:
+        """Write a presence frame about ``subject`` to the local sockets of ``users`` that may
+        see it (the subject travels beside the bytes: the frame is not decoded)."""
         count = 0
         for user in users:
             for sock in self.hub.sockets_of(user):
