@@ -123,9 +123,12 @@ class Watch(Protocol):
 
 
 class Broker(Protocol):
-    """The node's view of Redis; a test or another transport can stand behind it."""
+    """Cross-node delivery, routes and the token-version cache: :class:`RedisBroker`, or the
+    in-memory twin :class:`realtime.memory.MemoryBroker`; one contract suite
+    (``tests/realtime/test_seams.py``) runs against both. An implementation takes its
+    ``on_delivery`` (entries other nodes published to this one) when it is built."""
 
-    def start(self, on_delivery: OnDelivery) -> None: ...
+    def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -161,6 +164,7 @@ class RedisBroker:
         timeout_s: float,
         local_users: Callable[[], Iterable[int]],
         stats: Callable[[], tuple[int, int]],
+        on_delivery: OnDelivery,
         block_ms: int = 1000,
         load: Callable[[], dict[str, float]] = dict,
     ) -> None:
@@ -184,7 +188,7 @@ class RedisBroker:
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._on_delivery: OnDelivery = lambda users, data, kind, scope: None
+        self.on_delivery = on_delivery
         self.started_at = time.time()
         self.published = self.dropped = self.received = 0
         self.last_id = f"{int(self.started_at * 1000)}-0"
@@ -193,8 +197,7 @@ class RedisBroker:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, on_delivery: OnDelivery) -> None:
-        self._on_delivery = on_delivery
+    def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="broker-reader"),
             asyncio.create_task(self._publish_loop(), name="broker-publisher"),
@@ -383,7 +386,7 @@ class RedisBroker:
                 self.received += 1
                 try:
                     users = [int(u) for u in fields[b"u"].split(b",")]
-                    self._on_delivery(users, fields[b"f"], *read_header(fields))
+                    self.on_delivery(users, fields[b"f"], *read_header(fields))
                 except Exception:
                     log.exception("bad delivery entry")
             if self.last_id and reply:

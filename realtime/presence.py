@@ -21,8 +21,11 @@ membership cache (:func:`visible`): a shared open conversation and no block eith
 are ``presence`` frames sent through the node's delivery path (local sockets and the delivery
 streams), never persisted.
 
-Exceptions: redis failures are caught here and logged (``presence failed``); queries raise
-:class:`PresenceUnavailable`. It must not touch sockets except through the hub, nor PostgreSQL
+The shared state sits behind :class:`~realtime.presencebackend.PresenceBackend` (Redis, or the
+in-memory twin); this module decides who is told what and when.
+
+Exceptions: the backend's :class:`PresenceUnavailable` is caught here and logged (``presence
+failed``); queries raise it. It must not touch sockets except through the hub, nor PostgreSQL
 except through the store's membership read (for a dead node's users).
 """
 
@@ -34,53 +37,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
-
-from redis.asyncio import Redis
 
 from common import wire
-from common.redisedge import REDIS_FAILURES, LuaScript, eval_scripts
-from common.rediskeys import (
-    NODES,
-    as_text,
-    delivery_stream,
-    grace_key,
-    node_key,
-    node_users_key,
-    route_key,
-    seen_key,
-    shown_key,
-)
 from realtime.broker import Broker
 from realtime.domain import Memberships
 from realtime.hub import Hub, Socket
 from realtime.metrics import TALLY
+from realtime.presencebackend import PresenceBackend, PresenceUnavailable
 from realtime.store import Store, StoreUnavailable
 
 log = logging.getLogger("realtime.presence")
-
-SEEN_TTL_S: Final = 90 * 24 * 3600
-
-# KEYS: routes, shown, seen, grace. ARGV: now (s), last seen (ms), seen ttl (ms).
-# -1: a live route is left (still online); -2: someone else announced it; else: last seen.
-OFFLINE_LUA: Final = """
-if redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf') > 0 then return -1 end
-redis.call('DEL', KEYS[4])
-if redis.call('DEL', KEYS[2]) == 0 then return -2 end
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
-return tonumber(ARGV[2])
-"""
-OFFLINE: Final = LuaScript(OFFLINE_LUA)
-
-
-def offline_keys(user_id: int) -> list[str]:
-    """The keys :data:`OFFLINE_LUA` takes, in its order (one user's: one hash slot)."""
-    return [route_key(user_id), shown_key(user_id), seen_key(user_id), grace_key(user_id)]
-
-
-def minute_ms(now: float) -> int:
-    """``now`` (epoch s) rounded down to the minute, in ms: last-seen is coarse on purpose."""
-    return int(now // 60) * 60_000
 
 
 def visible(memberships: Memberships | None, subject: int) -> bool:
@@ -103,10 +69,6 @@ def frame(user: int, state: wire.PresenceStatus, last_seen: int = 0) -> bytes:
     return wire.encode(wire.Presence(users=[wire.PresenceState(user, state, last_seen)]))
 
 
-class PresenceUnavailable(Exception):
-    """Redis could not answer a presence query."""
-
-
 @dataclass(slots=True)
 class _Pending:
     due: float
@@ -118,20 +80,18 @@ class Presence:
 
     def __init__(
         self,
-        redis: Redis,
+        backend: PresenceBackend,
         *,
-        node_id: str,
         hub: Hub,
         broker: Broker,
         store: Store,
         view: Callable[[Socket], Memberships | None],
         ttl_s: float,
         grace_s: float,
-        timeout_s: float,
     ) -> None:
-        self.redis, self.node_id, self.hub, self.broker = redis, node_id, hub, broker
+        self.backend, self.hub, self.broker = backend, hub, broker
         self.store, self.view = store, view
-        self.ttl_s, self.grace_s, self.timeout_s = ttl_s, grace_s, timeout_s
+        self.ttl_s, self.grace_s = ttl_s, grace_s
         self.step_s = max(0.05, min(grace_s / 4, ttl_s / 6))
         self._pending: dict[int, _Pending] = {}
         self._task: asyncio.Task[None] | None = None
@@ -154,23 +114,18 @@ class Presence:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        with contextlib.suppress(*REDIS_FAILURES):
-            await asyncio.wait_for(self.redis.delete(node_users_key(self.node_id)), self.timeout_s)
+        with contextlib.suppress(PresenceUnavailable):
+            await self.backend.forget()
 
     # -- local sockets come and go ----------------------------------------------------------
 
     async def joined(self, user: int, memberships: Memberships | None) -> None:
         """The user's first socket on this node (its route is already written)."""
         self._pending.pop(user, None)
-        key = node_users_key(self.node_id)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(shown_key(user), b"1", nx=True, px=int(self.ttl_s * 3000))
-                pipe.sadd(key, user)
-                pipe.pexpire(key, int(self.ttl_s * 3000))
-                first, *_ = await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        except REDIS_FAILURES as exc:
-            log.warning("presence failed", extra={"error": type(exc).__name__, "user": user})
+            first = await self.backend.joined(user)
+        except PresenceUnavailable as exc:
+            log.warning("presence failed", extra={"error": str(exc), "user": user})
             return
         if first:
             self.announce(user, "online", 0, audience(memberships))
@@ -183,11 +138,10 @@ class Presence:
         """
         self._pending[user] = _Pending(time.time() + self.grace_s, audience(memberships))
         self._wake.set()
-        px = int((self.grace_s + max(1.0, 4 * self.step_s)) * 1000)
         try:
-            await asyncio.wait_for(self.redis.set(grace_key(user), b"1", px=px), self.timeout_s)
-        except REDIS_FAILURES as exc:
-            log.warning("presence failed", extra={"error": type(exc).__name__, "user": user})
+            await self.backend.hold_grace(user, self.grace_s + max(1.0, 4 * self.step_s))
+        except PresenceUnavailable as exc:
+            log.warning("presence failed", extra={"error": str(exc), "user": user})
 
     @property
     def pending(self) -> int:
@@ -220,35 +174,30 @@ class Presence:
     # -- queries -----------------------------------------------------------------------------
 
     async def states(self, users: Sequence[int]) -> dict[int, wire.PresenceState]:
-        """Online/offline and last seen of ``users`` (the caller decided they are visible)."""
+        """Online/offline and last seen of ``users`` (the caller decided they are visible).
+
+        Raises :class:`PresenceUnavailable` when the backend cannot say.
+        """
         if not users:
             return {}
-        now = time.time()
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for user in users:
-                    pipe.zcount(route_key(user), f"({now}", "+inf")
-                    pipe.exists(grace_key(user))
-                    pipe.get(seen_key(user))
-                replies = await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        except REDIS_FAILURES as exc:
-            log.warning("presence failed", extra={"error": type(exc).__name__})
-            raise PresenceUnavailable(type(exc).__name__) from exc
-        result: dict[int, wire.PresenceState] = {}
-        for i, user in enumerate(users):
-            routes, grace, seen = replies[3 * i : 3 * i + 3]
-            if routes or grace:
-                result[user] = wire.PresenceState(user, "online")
-            else:
-                result[user] = wire.PresenceState(user, "offline", int(seen or 0))
-        return result
+            states = await self.backend.states(users, time.time())
+        except PresenceUnavailable as exc:
+            log.warning("presence failed", extra={"error": str(exc)})
+            raise
+        return {
+            user: wire.PresenceState(user, "online")
+            if online
+            else wire.PresenceState(user, "offline", seen)
+            for user, (online, seen) in zip(users, states, strict=True)
+        }
 
     async def answer(
         self, memberships: Memberships | None, users: Sequence[int], rid: str | None
     ) -> bytes:
         """The encoded answer to a ``presence`` query; unknown for anyone this user may not see.
 
-        Raises :class:`PresenceUnavailable` when Redis cannot say.
+        Raises :class:`PresenceUnavailable` when the backend cannot say.
         """
         asked = list(dict.fromkeys(users))
         shown = [u for u in asked if visible(memberships, u)]
@@ -271,8 +220,8 @@ class Presence:
                     last_refresh = now
                     await self._refresh()
                     await self._reap()
-            except REDIS_FAILURES as exc:
-                log.warning("presence failed", extra={"error": type(exc).__name__})
+            except PresenceUnavailable as exc:
+                log.warning("presence failed", extra={"error": str(exc)})
             except Exception:
                 log.exception("presence loop step failed")
 
@@ -282,72 +231,32 @@ class Presence:
             del self._pending[user]  # back on this node: nothing to settle
         if not due:
             return
-        results = await self._check_offline(due, now)
+        results = await self.backend.settle(due, now)
         for user, last_seen in results.items():
             entry = self._pending.pop(user, None)
             if last_seen >= 0 and entry is not None:
                 self.announce(user, "offline", last_seen, entry.peers)
         gone = [u for u in due if not self.hub.has(u) and u not in self._pending]
         if gone:
-            await asyncio.wait_for(
-                self.redis.srem(node_users_key(self.node_id), *gone), self.timeout_s
-            )
-
-    async def _check_offline(self, users: Sequence[int], now: float) -> dict[int, int]:
-        """Run the offline script per user: last seen (ms) where this call announced it, else
-        -1 (still online) or -2 (announced by someone else)."""
-        args = (repr(now), minute_ms(now), SEEN_TTL_S * 1000)
-        calls = [(OFFLINE, offline_keys(user), args) for user in users]
-        replies = await asyncio.wait_for(eval_scripts(self.redis, calls), self.timeout_s)
-        return {user: int(r) for user, r in zip(users, replies, strict=True)}
+            await self.backend.release(gone)
 
     async def _refresh(self) -> None:
-        """Keep this node's presence keys alive as long as it is (routes: the broker's job)."""
-        users = {*self.hub.users(), *self._pending}
-        if not users:
-            return
-        ttl_ms = int(self.ttl_s * 3000)
-        key = node_users_key(self.node_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(key, *users)
-            pipe.pexpire(key, ttl_ms)
-            for user in self.hub.users():
-                pipe.pexpire(shown_key(user), ttl_ms)
-            await asyncio.wait_for(pipe.execute(), self.timeout_s)
+        """Keep this node's presence state alive as long as it is (routes: the broker's job)."""
+        held = {*self.hub.users(), *self._pending}
+        if held:
+            await self.backend.refresh(held, list(self.hub.users()))
 
     async def _reap(self) -> None:
         """Claim nodes whose heartbeat lapsed; clean their routes and announce their users."""
         now = time.time()
-        dead = await asyncio.wait_for(
-            self.redis.zrangebyscore(NODES, "-inf", f"({now - self.ttl_s}"), self.timeout_s
-        )
-        for raw in dead[:20]:
-            node = as_text(raw)
-            if node == self.node_id:
-                continue
-            # Nodes may run with other TTLs: the heartbeat key expires after the node's own TTL,
-            # so while it exists the node is alive whatever this node's TTL says.
-            if await asyncio.wait_for(self.redis.exists(node_key(node)), self.timeout_s):
-                continue
-            if not await asyncio.wait_for(self.redis.zrem(NODES, node), self.timeout_s):
-                continue  # another node claimed it
-            await self._reap_node(node, now)
+        for node in await self.backend.claim_dead_nodes(now):
+            users = await self.backend.reap(node)
+            log.warning("dead node reaped", extra={"dead_node": node, "users": len(users)})
+            if users:
+                await self._announce_reaped(users, now)
 
-    async def _reap_node(self, node: str, now: float) -> None:
-        key = node_users_key(node)
-        members = await asyncio.wait_for(self.redis.smembers(key), self.timeout_s)
-        users = sorted(int(u) for u in members)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(key, delivery_stream(node))  # one slot: the node's tag
-            pipe.delete(node_key(node))
-            for user in users:
-                pipe.zrem(route_key(user), node)
-            await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        log.warning("dead node reaped", extra={"dead_node": node, "users": len(users)})
-        if not users:
-            return
-        results = await self._check_offline(users, now)
-        for user, last_seen in results.items():
+    async def _announce_reaped(self, users: list[int], now: float) -> None:
+        for user, last_seen in (await self.backend.settle(users, now)).items():
             if last_seen < 0:
                 continue
             try:

@@ -8,7 +8,7 @@ import datetime as dt
 from redis.crc import key_slot
 
 from common import rediskeys as k
-from realtime.presence import offline_keys
+from realtime.presencebackend import offline_keys
 
 
 def slot(key: str) -> int:

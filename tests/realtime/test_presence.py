@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from common.rediskeys import NODES, delivery_stream, route_key
-from realtime.presence import minute_ms
+from realtime.presencebackend import minute_ms
 from tests.realtime.conftest import Client, client, start_node
 from tests.support import TICK, ServiceProcess
 

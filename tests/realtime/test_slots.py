@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from realtime.broker import ROUTES, XADD
-from realtime.presence import OFFLINE
+from realtime.presencebackend import OFFLINE
 from tests.db_support import TEST_REDIS_URL
 from tests.realtime.conftest import client, start_node
 from tests.support import TICK, ServiceProcess
