@@ -1,17 +1,18 @@
 """Presence: who is online across nodes and devices, who may see it, and the pushes it makes.
 
-Owns the presence keys in Redis and the grace and crash rules:
+Owns the grace and crash rules over the presence state (keys named in :mod:`common.rediskeys`,
+``<u>`` the user's hash tag):
 
-- **online** = the user's route set (``mm:user:<id>:routes``, kept by the broker, scored by
+- **online** = the user's route set (``mm:{<u>}:user:<id>:routes``, kept by the broker, scored by
   expiry and refreshed by each node's heartbeat) has a live entry, or the user is inside the
-  grace after their last socket closed (``mm:user:<id>:grace``, a short-lived marker);
-- ``mm:user:<id>:shown`` says peers were told "online" (set NX on the first socket anywhere:
+  grace after their last socket closed (``mm:{<u>}:user:<id>:grace``, a short-lived marker);
+- ``mm:{<u>}:user:<id>:shown`` says peers were told "online" (set NX on the first socket anywhere:
   whoever sets it announces online; deleted by whoever announces offline, in one Lua script
   that first checks that no live route is left), so an online or offline push happens once per
   change whatever the number of nodes and devices;
-- ``mm:user:<id>:seen`` is the last-seen time, rounded down to the minute (privacy);
-- ``mm:node:<id>:users`` lists the users a node hosts (or holds in grace), so when that node
-  dies (its heartbeat in ``mm:nodes`` lapses for ``presence_ttl_s``) one surviving node claims
+- ``mm:{<u>}:user:<id>:seen`` is the last-seen time, rounded down to the minute (privacy);
+- ``mm:{node:<id>}:users`` lists the users a node hosts (or holds in grace), so when that node
+  dies (its heartbeat in ``mm:{nodes}`` lapses for ``presence_ttl_s``) one surviving node claims
   it (``ZREM`` returns 1 to exactly one; a node whose heartbeat key, kept for that node's own
   TTL, still exists is alive), removes its routes, deletes its delivery stream and announces
   its users offline.
