@@ -1,6 +1,6 @@
 """Realtime node heartbeats in Redis: written by each node, read by the API's admin routes.
 
-Each node refreshes ``mm:node:<id>`` (a hash with a TTL) and its score in the ``mm:nodes``
+Each node refreshes ``mm:{nodes}:node:<id>`` (a key with a TTL) and its score in the ``mm:{nodes}``
 sorted set every heartbeat. A node whose heartbeat is older than ``stale_after_s`` is dead: its
 entry is ignored by readers and removed by :func:`prune_dead_nodes`.
 """

@@ -13,7 +13,8 @@ from typing import Final
 import msgspec
 from redis.asyncio import Redis
 
-SAFETY_STREAM: Final = "mm:events:safety"
+from common.rediskeys import SAFETY_STREAM
+
 #: Approximate cap on the stream's length; nodes are expected to be at most seconds behind.
 SAFETY_STREAM_MAXLEN: Final = 100_000
 

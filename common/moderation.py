@@ -36,6 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from common.rediskeys import MODERATION_VERSION
+
 Action = Literal["warn", "reject"]
 VerdictAction = Literal["allow", "warn", "reject"]
 
@@ -51,7 +53,7 @@ INSERT_LOG_SQL: Final = (
 )
 #: Redis key holding an opaque token that changes whenever the word list changes; a process
 #: whose cached matcher was built for another token reloads (see api/services/moderation.py).
-VERSION_KEY: Final = "mm:moderation:version"
+VERSION_KEY: Final = MODERATION_VERSION
 #: Pattern prefix of the rows that configure a built-in detector instead of adding a word.
 DETECTOR_PREFIX: Final = "@"
 

@@ -1,5 +1,24 @@
-"""Names of the Redis keys more than one service touches, the token-version cache, and the
-two reply shapes every reader needs (a key or id as text, the entries of an XREAD reply).
+"""Every Redis key name the project builds, the token-version cache, and the two reply shapes
+every reader needs (a key or id as text, the entries of an XREAD reply).
+
+**Hash tags.** Redis Cluster refuses a Lua script, a MULTI transaction or a multi-key command
+whose keys fall in different hash slots, and a key's slot is the CRC16 of its ``{tag}`` when it
+has one. So the tags are chosen by what must be touched together:
+
+- ``{u<n>}``, ``n = user id % USER_SLOTS``: every key of one user (routes, shown, seen, grace,
+  token version, daily send counter). The offline script reads and writes four of them at once.
+  A user's keys never need another user's, but the broker looks up the routes of a whole tick's
+  recipients: grouped by tag, that is at most ``USER_SLOTS`` single-slot script calls in one
+  pipeline, whatever the number of recipients (a larger ``USER_SLOTS`` spreads users over more
+  cluster shards and makes more calls per tick). Changing it renames every user key.
+- ``{node:<id>}``: one node's delivery stream and the users it hosts (one script call per
+  other node's stream).
+- ``{nodes}``: the node registry, ``mm:{nodes}`` and each heartbeat: written in one MULTI and
+  read with one MGET.
+
+Every other key is touched alone. ``tests/common/test_rediskeys.py`` checks the tags; the
+integration test ``tests/realtime/test_slots.py`` records every script, transaction and
+multi-key command a real run sends and checks each touches one slot.
 
 The API writes a user's current token version here whenever it bumps it (password change,
 reset, logout everywhere, ban), before publishing ``TokenBump`` on the safety stream; a realtime
@@ -9,6 +28,7 @@ PostgreSQL" (the reader fills it in).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -16,22 +36,94 @@ from redis.asyncio import Redis
 
 PREFIX: Final = "mm:"
 TOKEN_VERSION_TTL_S: Final = 7 * 24 * 3600
+#: How many hash slots the users' keys are spread over (see the module docstring).
+USER_SLOTS: Final = 16
 #: Sorted set: node id -> last heartbeat (epoch seconds).
-NODES: Final = "mm:nodes"
+NODES: Final = "mm:{nodes}"
+#: The safety events stream (:mod:`common.events`).
+SAFETY_STREAM: Final = "mm:events:safety"
+#: A random token that changes with the moderation word list (:mod:`common.moderation`).
+MODERATION_VERSION: Final = "mm:moderation:version"
+#: Prefix of the API's fixed-window rate-limit counters (:mod:`api.services.ratelimit`).
+RATE_LIMIT_PREFIX: Final = "mm:rl:"
+
+
+def user_group(user_id: int) -> int:
+    """Which of the :data:`USER_SLOTS` tags ``user_id``'s keys carry."""
+    return user_id % USER_SLOTS
+
+
+def user_tag(user_id: int) -> str:
+    """The hash tag of every key of ``user_id``."""
+    return f"{{u{user_id % USER_SLOTS}}}"
+
+
+def _user(user_id: int, what: str) -> str:
+    return f"mm:{user_tag(user_id)}:user:{user_id}:{what}"
+
+
+def route_key(user_id: int) -> str:
+    """Sorted set of node ids hosting ``user_id``'s sockets, scored by expiry (epoch s)."""
+    return _user(user_id, "routes")
+
+
+def shown_key(user_id: int) -> str:
+    """Peers were told ``user_id`` is online (:mod:`realtime.presence`)."""
+    return _user(user_id, "shown")
+
+
+def seen_key(user_id: int) -> str:
+    """``user_id``'s last-seen minute, in ms."""
+    return _user(user_id, "seen")
+
+
+def grace_key(user_id: int) -> str:
+    """``user_id``'s last socket closed less than the presence grace ago."""
+    return _user(user_id, "grace")
 
 
 def token_version_key(user_id: int) -> str:
-    return f"mm:user:{user_id}:tv"
+    return _user(user_id, "tv")
+
+
+def daily_counter_key(user_id: int, day: dt.date) -> str:
+    """Counter of a capped user's sends on one UTC day (expire it after a day or two)."""
+    return _user(user_id, f"sends:{day.isoformat()}")
 
 
 def node_key(node_id: str) -> str:
-    """Hash of one realtime node's heartbeat (see :mod:`common.cluster`)."""
-    return f"mm:node:{node_id}"
+    """One realtime node's heartbeat (see :mod:`common.cluster`), in the registry's slot."""
+    return f"mm:{{nodes}}:node:{node_id}"
 
 
 def delivery_stream(node_id: str) -> str:
     """The stream a realtime node reads its deliveries from."""
-    return f"mm:node:{node_id}:deliveries"
+    return f"mm:{{node:{node_id}}}:deliveries"
+
+
+def node_users_key(node_id: str) -> str:
+    """The users a node hosts or holds in grace (:mod:`realtime.presence`)."""
+    return f"mm:{{node:{node_id}}}:users"
+
+
+def trust_window_key(reason: str, actor: int, target: int) -> str:
+    """Set NX while ``actor``'s ``reason`` act on ``target`` has moved the trust score."""
+    return f"mm:trust:{reason}:{actor}:{target}"
+
+
+def known_addresses_key(account: str) -> str:
+    """Set of (hashed) addresses that have logged in to this (hashed) account before."""
+    return f"mm:login:known:{account}"
+
+
+def key_tag(key: str) -> str:
+    """What Redis Cluster hashes for ``key``: its first non-empty ``{tag}``, else all of it."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
 
 
 async def set_token_version(redis: Redis, user_id: int, version: int) -> None:

@@ -3,12 +3,11 @@
 Pure: no I/O. The API applies these (``api/services/trust.py`` writes ``trust_events`` and
 ``users.trust_score`` in the caller's transaction); discovery ranks by the score; the realtime
 server reads :func:`daily_message_cap` at authentication and counts sends per user and UTC day
-under :func:`daily_counter_key`.
+under :func:`common.rediskeys.daily_counter_key`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Final, Literal
 
 TrustReason = Literal[
@@ -64,8 +63,3 @@ def is_low_trust(score: int) -> bool:
 def daily_message_cap(score: int) -> int | None:
     """How many messages a day a user with ``score`` may send; None means no cap."""
     return LOW_TRUST_DAILY_MESSAGES if is_low_trust(score) else None
-
-
-def daily_counter_key(user_id: int, day: dt.date) -> str:
-    """Redis counter of a capped user's sends on one UTC day (expire it after a day or two)."""
-    return f"mm:trust:sends:{user_id}:{day.isoformat()}"

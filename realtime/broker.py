@@ -1,20 +1,21 @@
 """Everything a realtime node asks Redis: routes, delivery streams, token versions, heartbeat.
 
 Owns cross-node delivery. Routes say which nodes hold a user's sockets: a sorted set per user
-(``mm:user:<id>:routes``, node id scored by the time the entry expires), refreshed by this
-node's heartbeat, so a dead node's routes expire by themselves. :meth:`RedisBroker.publish`
-never awaits: deliveries queue and one publisher task sends everything queued since its last
-round trip together. It costs one script call per tick, whatever the number of deliveries: the
-routes script reads the routes of every distinct recipient of the tick at once and answers only
-for users with a route on another node. When all of them are here (the common case on one node)
-that is all; otherwise one more script call XADDs one entry per delivery and other node
-(recipient ids + the frame, encoded once). The routes are read after the commit, as before, so a
-user whose route was announced before a message committed gets it live. A delivery may carry a
-:class:`Watch` (a new chat message some of whose recipients have no socket on this node): the
-same script call then also names the watched users that no other node hosts, and the watch is
-told, with no extra round trip (``realtime/notices.py`` notifies them). Each node reads its own
-stream with XREAD BLOCK from its last id, trims what it has read, and on a lost connection backs
-off, reconnects and resumes from the same id.
+(``mm:{u<n>}:user:<id>:routes``, node id scored by the time the entry expires), refreshed by this
+node's heartbeat, so a dead node's routes expire by themselves. :meth:`RedisBroker.publish` never
+awaits: deliveries queue and one publisher task sends everything queued since its last round trip
+together. It costs one pipeline per tick, whatever the number of deliveries: the routes script
+reads the routes of the tick's distinct recipients and answers only for users with a route on
+another node, one call per users' hash tag (at most ``USER_SLOTS`` calls, each in one slot:
+:mod:`common.rediskeys`). When all of them are here (the common case on one node) that is all;
+otherwise one more pipeline XADDs, with one script call per other node's stream, one entry per
+delivery and node (recipient ids + the frame, encoded once), in publish order. The routes are read
+after the commit, as before, so a user whose route was announced before a message committed gets it
+live. A delivery may carry a :class:`Watch` (a new chat message some of whose recipients have no
+socket on this node): the same routes lookup then also names the watched users that no other node
+hosts, and the watch is told, with no extra round trip (``realtime/notices.py`` notifies them).
+Each node reads its own stream with XREAD BLOCK from its last id, trims what it has read, and on a
+lost connection backs off, reconnects and resumes from the same id.
 
 Exceptions: nothing above this module catches a redis exception type; Redis failures become
 :class:`BrokerUnavailable` (for calls whose caller decides) or are logged and retried (the
@@ -28,17 +29,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from common import cluster
+from common import cluster, wire
+from common.redisedge import REDIS_FAILURES, Arg, Call, LuaScript, eval_scripts
 from common.rediskeys import (
     delivery_stream,
     get_token_version,
+    route_key,
     set_token_version,
     stream_entries,
+    user_group,
 )
 
 log = logging.getLogger("realtime.broker")
@@ -46,9 +49,8 @@ log = logging.getLogger("realtime.broker")
 #: Approximate cap of a delivery stream (a dead node's stream stops growing here).
 STREAM_MAXLEN: Final = 100_000
 MAX_PENDING: Final = 200_000
-_FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
-
-# KEYS: the route sets of every distinct recipient of a tick, the watched ones first.
+# KEYS: the route sets of a tick's distinct recipients that share one hash tag, the watched
+# ones first.
 # ARGV: now, own node id, how many keys are watched.
 # Answers a flat list (key index, comma-joined other nodes) for the keys with another node, and
 # (key index, '') for the watched keys with none.
@@ -65,27 +67,48 @@ end
 return out
 """
 
-# KEYS: delivery streams. ARGV: maxlen, then (stream index, recipient ids, frame) per entry.
+# KEYS: one node's delivery stream.
+# ARGV: maxlen, then (recipient ids, kind, scope, frame) per entry (see :func:`entry_header`).
 XADD_LUA: Final = """
 local maxlen = ARGV[1]
-for i = 2, #ARGV, 3 do
-  redis.call('XADD', KEYS[tonumber(ARGV[i])], 'MAXLEN', '~', maxlen, '*',
-             'u', ARGV[i + 1], 'f', ARGV[i + 2])
+for i = 2, #ARGV, 4 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+             'u', ARGV[i], 'k', ARGV[i + 1], 's', ARGV[i + 2], 'f', ARGV[i + 3])
 end
-return (#ARGV - 1) / 3
+return (#ARGV - 1) / 4
 """
-
-
-def route_key(user_id: int) -> str:
-    """Sorted set of node ids hosting ``user_id``'s sockets, scored by expiry (epoch s)."""
-    return f"mm:user:{user_id}:routes"
+ROUTES: Final = LuaScript(ROUTES_LUA)
+XADD: Final = LuaScript(XADD_LUA)
 
 
 class BrokerUnavailable(Exception):
     """Redis could not answer."""
 
 
-OnDelivery = Callable[[Sequence[int], bytes], None]
+#: What a delivery is, carried beside its bytes (never sniffed from them): a frame for the
+#: hub, or a presence frame that presence shows per recipient socket.
+Kind = Literal["frame", "presence"]
+#: ``(cid, author)`` of a delivery, for the fan-out filters (0 for what it lacks).
+Scope = tuple[int, int]
+#: Receives each entry of this node's delivery stream: recipients, bytes, kind, scope.
+OnDelivery = Callable[[Sequence[int], bytes, Kind, Scope], None]
+_KINDS: Final[dict[Kind, bytes]] = {"frame": b"f", "presence": b"p"}
+_Pending = tuple[Sequence[int], bytes, "Watch | None", Kind, Scope]
+
+
+def entry_header(kind: Kind, scope: Scope) -> tuple[bytes, bytes]:
+    """The ``k`` and ``s`` fields of a delivery-stream entry."""
+    return _KINDS[kind], b"%d:%d" % scope
+
+
+def read_header(fields: dict[bytes, bytes]) -> tuple[Kind, Scope]:
+    """An entry's kind and scope (the frame's own scope if the entry has none)."""
+    kind: Kind = "presence" if fields.get(b"k") == b"p" else "frame"
+    raw = fields.get(b"s")
+    if raw is None:
+        return kind, wire.scope_of(fields[b"f"])
+    cid, _, author = raw.partition(b":")
+    return kind, (int(cid), int(author or 0))
 
 
 class Watch(Protocol):
@@ -100,13 +123,24 @@ class Watch(Protocol):
 
 
 class Broker(Protocol):
-    """The node's view of Redis; a test or another transport can stand behind it."""
+    """Cross-node delivery, routes and the token-version cache: :class:`RedisBroker`, or the
+    in-memory twin :class:`realtime.memory.MemoryBroker`; one contract suite
+    (``tests/realtime/test_seams.py``) runs against both. An implementation takes its
+    ``on_delivery`` (entries other nodes published to this one) when it is built."""
 
-    def start(self, on_delivery: OnDelivery) -> None: ...
+    def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    def publish(self, users: Sequence[int], data: bytes, watch: Watch | None = None) -> None:
+    def publish(
+        self,
+        users: Sequence[int],
+        data: bytes,
+        watch: Watch | None = None,
+        *,
+        kind: Kind = "frame",
+        scope: Scope = (0, 0),
+    ) -> None:
         """Deliver ``data`` to ``users``' sockets on other nodes; never awaits."""
 
     async def add_route(self, user_id: int) -> bool: ...
@@ -130,6 +164,7 @@ class RedisBroker:
         timeout_s: float,
         local_users: Callable[[], Iterable[int]],
         stats: Callable[[], tuple[int, int]],
+        on_delivery: OnDelivery,
         block_ms: int = 1000,
         load: Callable[[], dict[str, float]] = dict,
     ) -> None:
@@ -137,7 +172,6 @@ class RedisBroker:
         self.route_ttl_s, self.timeout_s, self.block_ms = route_ttl_s, timeout_s, block_ms
         self.local_users, self.stats, self.load = local_users, stats, load
         self.stream = delivery_stream(node_id)
-        self._pre, self._post = delivery_stream("\0").split("\0")
         self.redis = Redis.from_url(
             url,
             socket_timeout=timeout_s,
@@ -151,12 +185,10 @@ class RedisBroker:
             socket_connect_timeout=timeout_s,
             client_name=f"rt:{node_id}:reader",
         )
-        self._routes = self.redis.register_script(ROUTES_LUA)
-        self._xadd = self.redis.register_script(XADD_LUA)
-        self._pending: list[tuple[Sequence[int], bytes, Watch | None]] = []
+        self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._on_delivery: OnDelivery = lambda users, data: None
+        self.on_delivery = on_delivery
         self.started_at = time.time()
         self.published = self.dropped = self.received = 0
         self.last_id = f"{int(self.started_at * 1000)}-0"
@@ -165,8 +197,7 @@ class RedisBroker:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, on_delivery: OnDelivery) -> None:
-        self._on_delivery = on_delivery
+    def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="broker-reader"),
             asyncio.create_task(self._publish_loop(), name="broker-publisher"),
@@ -181,7 +212,7 @@ class RedisBroker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        with contextlib.suppress(*_FAILURES):
+        with contextlib.suppress(*REDIS_FAILURES):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for user in self.local_users():
                     pipe.zrem(route_key(user), self.node_id)
@@ -203,7 +234,7 @@ class RedisBroker:
         try:
             await asyncio.wait_for(self._route_pipeline([user_id]), self.timeout_s)
             return True
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             log.warning("route add failed", extra={"error": type(exc).__name__})
             return False
 
@@ -213,7 +244,7 @@ class RedisBroker:
                 self.redis.zrem(route_key(user_id), self.node_id), self.timeout_s
             )
             return True
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             log.warning("route remove failed", extra={"error": type(exc).__name__})
             return False
 
@@ -230,24 +261,32 @@ class RedisBroker:
     async def token_version(self, user_id: int) -> int | None:
         try:
             return await asyncio.wait_for(get_token_version(self.redis, user_id), self.timeout_s)
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise BrokerUnavailable(type(exc).__name__) from exc
 
     async def cache_token_version(self, user_id: int, version: int) -> None:
         """Fill the cache after reading PostgreSQL; a failure only costs a later re-read."""
-        with contextlib.suppress(*_FAILURES):
+        with contextlib.suppress(*REDIS_FAILURES):
             await asyncio.wait_for(set_token_version(self.redis, user_id, version), self.timeout_s)
 
     # -- delivery ----------------------------------------------------------------------------
 
-    def publish(self, users: Sequence[int], data: bytes, watch: Watch | None = None) -> None:
+    def publish(
+        self,
+        users: Sequence[int],
+        data: bytes,
+        watch: Watch | None = None,
+        *,
+        kind: Kind = "frame",
+        scope: Scope = (0, 0),
+    ) -> None:
         if not users:
             return
         if len(self._pending) >= MAX_PENDING:
             # Redis is far behind: drop (committed messages still reach recipients via sync).
             self.dropped += 1
             return
-        self._pending.append((users, data, watch))
+        self._pending.append((users, data, watch, kind, scope))
         self._wake.set()
 
     async def _publish_loop(self) -> None:
@@ -261,56 +300,67 @@ class RedisBroker:
                 await asyncio.wait_for(self._publish(batch), self.timeout_s)
                 self.published += len(batch)
                 backoff = 0.05
-            except _FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 self.dropped += len(batch)
                 log.warning("publish failed", extra={"error": type(exc).__name__, "n": len(batch)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _publish(self, batch: list[tuple[Sequence[int], bytes, Watch | None]]) -> None:
-        # Phase 1: the routes of every distinct recipient of the batch, in one script call
-        # (the watched ones first: the script says which of those no other node hosts).
-        watched = dict.fromkeys(u for _, _, w in batch if w is not None for u in w.users)
-        users = list(dict.fromkeys(u for recipients, _, _ in batch for u in recipients))
+    async def _publish(self, batch: list[_Pending]) -> None:
+        # Phase 1: the routes of every distinct recipient of the batch, one script call per
+        # hash tag in one pipeline (the watched ones first in each: the script says which of
+        # those no other node hosts).
+        watched = dict.fromkeys(u for _, _, w, _, _ in batch if w is not None for u in w.users)
+        users = dict.fromkeys(u for recipients, *_ in batch for u in recipients)
         if watched:
-            users = list(dict.fromkeys([*watched, *users]))
-        reply = await self._routes(
-            keys=[route_key(u) for u in users],
-            args=[str(time.time()), self.node_id, len(watched)],
-        )
-        if not reply:
-            return  # every recipient is here (or nowhere): the hub has served them already
+            users = dict.fromkeys([*watched, *users])
+        groups: dict[int, list[int]] = {}
+        for user in users:
+            groups.setdefault(user_group(user), []).append(user)
+        now, node_id = str(time.time()), self.node_id
+        calls: list[Call] = [
+            (
+                ROUTES,
+                [route_key(u) for u in members],
+                (now, node_id, sum(u in watched for u in members) if watched else 0),
+            )
+            for members in groups.values()
+        ]
+        replies = await eval_scripts(self.redis, calls)
         elsewhere: dict[int, list[bytes]] = {}
         nowhere: set[int] = set()
-        for i in range(0, len(reply), 2):
-            user = users[int(reply[i]) - 1]
-            if reply[i + 1]:
-                elsewhere[user] = reply[i + 1].split(b",")
-            else:
-                nowhere.add(user)
+        for members, reply in zip(groups.values(), replies, strict=True):
+            for i in range(0, len(reply), 2):
+                user = members[int(reply[i]) - 1]
+                if reply[i + 1]:
+                    elsewhere[user] = reply[i + 1].split(b",")
+                else:
+                    nowhere.add(user)
         if nowhere:
             self._tell_watches(batch, nowhere)
         if not elsewhere:
             return
-        # Phase 2: per delivery, one entry for each other node hosting any of its recipients.
-        streams: dict[bytes, int] = {}
-        args: list[bytes | int] = [STREAM_MAXLEN]
-        for recipients, data, _ in batch:
+        # Phase 2: per delivery, one entry for each other node hosting any of its recipients;
+        # one script call per node's stream (its own slot), entries in publish order.
+        streams: dict[bytes, list[Arg]] = {}
+        for recipients, data, _, kind, scope in batch:
             targets: dict[bytes, list[str]] = {}
             for user in recipients:
                 for node in elsewhere.get(user, ()):
                     targets.setdefault(node, []).append(str(user))
             for node, ids in targets.items():
-                index = streams.setdefault(node, len(streams) + 1)
-                args += (index, ",".join(ids).encode(), data)
-        keys = [f"{self._pre}{node.decode()}{self._post}" for node in streams]
-        await self._xadd(keys=keys, args=args)
+                args = streams.get(node)
+                if args is None:
+                    args = streams[node] = [STREAM_MAXLEN]
+                args += (",".join(ids).encode(), *entry_header(kind, scope), data)
+        await eval_scripts(
+            self.redis,
+            [(XADD, [delivery_stream(node.decode())], args) for node, args in streams.items()],
+        )
 
     @staticmethod
-    def _tell_watches(
-        batch: list[tuple[Sequence[int], bytes, Watch | None]], nowhere: set[int]
-    ) -> None:
-        for _, _, watch in batch:
+    def _tell_watches(batch: list[_Pending], nowhere: set[int]) -> None:
+        for _, _, watch, _, _ in batch:
             if watch is not None and (gone := [u for u in watch.users if u in nowhere]):
                 try:
                     watch.unrouted(gone)
@@ -326,7 +376,7 @@ class RedisBroker:
                 )
                 backoff = 0.05
                 self.read_ok_at, self.lag_s = time.monotonic(), 0.0
-            except _FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 log.warning("stream read failed", extra={"error": type(exc).__name__})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -336,7 +386,7 @@ class RedisBroker:
                 self.received += 1
                 try:
                     users = [int(u) for u in fields[b"u"].split(b",")]
-                    self._on_delivery(users, fields[b"f"])
+                    self.on_delivery(users, fields[b"f"], *read_header(fields))
                 except Exception:
                     log.exception("bad delivery entry")
             if self.last_id and reply:
@@ -345,7 +395,7 @@ class RedisBroker:
             if now - last_trim >= 1.0:
                 last_trim = now
                 # Entries before the last one read are done with: a single reader per stream.
-                with contextlib.suppress(*_FAILURES):
+                with contextlib.suppress(*REDIS_FAILURES):
                     await self.redis.xtrim(self.stream, minid=self.last_id, approximate=False)
 
     async def _heartbeat_loop(self) -> None:
@@ -370,6 +420,6 @@ class RedisBroker:
                     cluster.publish_heartbeat(self.redis, info, ttl_s=self.route_ttl_s),
                     self.timeout_s,
                 )
-            except _FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 log.warning("heartbeat failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(interval)

@@ -14,9 +14,9 @@ from typing import TextIO
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common.cluster import NodeInfo, live_nodes
+from common.redisedge import REDIS_FAILURES
 from common.settings import Settings
 
 
@@ -59,7 +59,7 @@ def nodes_command(settings: Settings, *, as_json: bool, out: TextIO = sys.stdout
     """Print the live nodes; exit status 1 when Redis cannot be read."""
     try:
         nodes = asyncio.run(fetch_nodes(settings))
-    except (RedisError, OSError, TimeoutError) as exc:
+    except REDIS_FAILURES as exc:
         print(f"cannot read Redis: {type(exc).__name__}", file=sys.stderr)
         return 1
     if as_json:

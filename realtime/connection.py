@@ -38,7 +38,7 @@ from websockets.http11 import Request
 from common.codes import Close, Err
 from realtime.domain import Memberships, ReadOutcome, SendOutcome
 from realtime.node import Node
-from realtime.presence import PresenceUnavailable
+from realtime.presencebackend import PresenceUnavailable
 from realtime.protocol import (
     AuthAction,
     CloseOut,

@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from common import wire
-from realtime.broker import Broker, Watch
+from realtime.broker import Broker, Kind, Scope, Watch
 from realtime.hub import Hub
 from realtime.metrics import TALLY
-from realtime.presence import FRAME_PREFIX as PRESENCE_PREFIX
 from realtime.presence import Presence
 
 
@@ -39,14 +38,16 @@ class Fanout:
         recipient socket is checked against its block/membership cache just before the write.
         ``watch`` goes with the delivery to the broker (see :class:`realtime.broker.Watch`).
         """
-        n = self.hub.deliver(users, data, exclude=exclude, scope=scope or wire.scope_of(data))
+        scope = scope or wire.scope_of(data)
+        n = self.hub.deliver(users, data, exclude=exclude, scope=scope)
         TALLY.out_bytes(data, n)
-        self.broker.publish(users, data, watch)
+        self.broker.publish(users, data, watch, scope=scope)
 
-    def on_remote(self, users: Sequence[int], data: bytes) -> None:
-        """An entry of this node's delivery stream (filtered here too: it may be in flight)."""
-        if data.startswith(PRESENCE_PREFIX):
+    def on_remote(self, users: Sequence[int], data: bytes, kind: Kind, scope: Scope) -> None:
+        """An entry of this node's delivery stream (filtered here too: it may be in flight);
+        its kind and scope travel in the entry, beside the bytes."""
+        if kind == "presence":
             # Presence is shown per recipient socket (shared conversation, no block).
-            self.presence.deliver_local(users, data)
+            self.presence.deliver_local(users, data, scope[1])
             return
-        TALLY.out_bytes(data, self.hub.deliver(users, data, scope=wire.scope_of(data)))
+        TALLY.out_bytes(data, self.hub.deliver(users, data, scope=scope))

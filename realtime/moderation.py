@@ -13,7 +13,7 @@ batch writer, the moderation log, and the daily message cap of low-trust users.
 - The cap: the trust score is read at authentication (``users.trust_score``, with the token
   version); a user below :data:`~common.trust.LOW_TRUST_THRESHOLD` gets
   :func:`~common.trust.daily_message_cap` sends per UTC day, counted in Redis under
-  :func:`~common.trust.daily_counter_key`. Capped users' sends go through one FIFO worker (one
+  :func:`~common.rediskeys.daily_counter_key`. Capped users' sends go through one FIFO worker (one
   pipelined INCR round trip per batch), so their order is kept; past the cap the answer is
   ``daily_cap``. Every send the filter lets through counts, resends included. If Redis cannot
   count, the send goes through (logged): an outage must not silence every low-trust user.
@@ -31,18 +31,18 @@ from typing import Final
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common.codes import Err
 from common.moderation import INSERT_LOG_SQL, LOAD_RULES_SQL, Matcher, Verdict, compile_rules
-from common.trust import APPLY_TRUST_SQL, TRUST_DELTAS, daily_counter_key, daily_message_cap
+from common.redisedge import REDIS_FAILURES
+from common.rediskeys import daily_counter_key
+from common.trust import APPLY_TRUST_SQL, TRUST_DELTAS, daily_message_cap
 from realtime.batch import BatchWriter
 from realtime.domain import Replier, SendOutcome, SendRequest, UserState
 from realtime.store import UNAVAILABLE_ERRORS
 
 log = logging.getLogger("realtime.moderation")
 
-_REDIS_FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 #: The moderation_log ``source`` of realtime messages.
 SOURCE: Final = "message"
 LOG_QUEUE_MAX: Final = 10_000
@@ -193,7 +193,7 @@ class ModerationGate:
                     pipe.incr(key)
                     pipe.expire(key, COUNTER_TTL_S)
                 results = await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             log.warning("daily cap not counted", extra={"error": type(exc).__name__})
             return [None] * len(batch)
         return [int(results[2 * i]) for i in range(len(batch))]

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import asyncpg
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from common.redisedge import REDIS_FAILURES
 from common.settings import Settings
 from realtime.batch import BatchWriter
 from realtime.broker import RedisBroker
@@ -94,7 +94,7 @@ class Ops:
     async def _redis(self) -> str:
         try:
             await asyncio.wait_for(self.redis.ping(), self.timeout_s)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning("readiness: redis", extra={"error": type(exc).__name__})
             return f"redis: {type(exc).__name__}"
         return ""

@@ -1,17 +1,18 @@
 """Presence: who is online across nodes and devices, who may see it, and the pushes it makes.
 
-Owns the presence keys in Redis and the grace and crash rules:
+Owns the grace and crash rules over the presence state (keys named in :mod:`common.rediskeys`,
+``<u>`` the user's hash tag):
 
-- **online** = the user's route set (``mm:user:<id>:routes``, kept by the broker, scored by
+- **online** = the user's route set (``mm:{<u>}:user:<id>:routes``, kept by the broker, scored by
   expiry and refreshed by each node's heartbeat) has a live entry, or the user is inside the
-  grace after their last socket closed (``mm:user:<id>:grace``, a short-lived marker);
-- ``mm:user:<id>:shown`` says peers were told "online" (set NX on the first socket anywhere:
+  grace after their last socket closed (``mm:{<u>}:user:<id>:grace``, a short-lived marker);
+- ``mm:{<u>}:user:<id>:shown`` says peers were told "online" (set NX on the first socket anywhere:
   whoever sets it announces online; deleted by whoever announces offline, in one Lua script
   that first checks that no live route is left), so an online or offline push happens once per
   change whatever the number of nodes and devices;
-- ``mm:user:<id>:seen`` is the last-seen time, rounded down to the minute (privacy);
-- ``mm:node:<id>:users`` lists the users a node hosts (or holds in grace), so when that node
-  dies (its heartbeat in ``mm:nodes`` lapses for ``presence_ttl_s``) one surviving node claims
+- ``mm:{<u>}:user:<id>:seen`` is the last-seen time, rounded down to the minute (privacy);
+- ``mm:{node:<id>}:users`` lists the users a node hosts (or holds in grace), so when that node
+  dies (its heartbeat in ``mm:{nodes}`` lapses for ``presence_ttl_s``) one surviving node claims
   it (``ZREM`` returns 1 to exactly one; a node whose heartbeat key, kept for that node's own
   TTL, still exists is alive), removes its routes, deletes its delivery stream and announces
   its users offline.
@@ -21,8 +22,11 @@ membership cache (:func:`visible`): a shared open conversation and no block eith
 are ``presence`` frames sent through the node's delivery path (local sockets and the delivery
 streams), never persisted.
 
-Exceptions: redis failures are caught here and logged (``presence failed``); queries raise
-:class:`PresenceUnavailable`. It must not touch sockets except through the hub, nor PostgreSQL
+The shared state sits behind :class:`~realtime.presencebackend.PresenceBackend` (Redis, or the
+in-memory twin); this module decides who is told what and when.
+
+Exceptions: the backend's :class:`PresenceUnavailable` is caught here and logged (``presence
+failed``); queries raise it. It must not touch sockets except through the hub, nor PostgreSQL
 except through the store's membership read (for a dead node's users).
 """
 
@@ -34,58 +38,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
-
-import msgspec
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import wire
-from common.rediskeys import NODES, as_text, delivery_stream, node_key
-from realtime.broker import Broker, route_key
+from realtime.broker import Broker
 from realtime.domain import Memberships
 from realtime.hub import Hub, Socket
 from realtime.metrics import TALLY
+from realtime.presencebackend import PresenceBackend, PresenceUnavailable
 from realtime.store import Store, StoreUnavailable
 
 log = logging.getLogger("realtime.presence")
-
-_FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
-SEEN_TTL_S: Final = 90 * 24 * 3600
-#: A presence frame as :func:`wire.encode` writes it (tag first): how deliveries are told apart.
-FRAME_PREFIX: Final = b'{"type":"presence"'
-_decoder: Final = msgspec.json.Decoder(wire.Presence)
-
-# KEYS: routes, shown, seen, grace. ARGV: now (s), last seen (ms), seen ttl (ms).
-# -1: a live route is left (still online); -2: someone else announced it; else: last seen.
-OFFLINE_LUA: Final = """
-if redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf') > 0 then return -1 end
-redis.call('DEL', KEYS[4])
-if redis.call('DEL', KEYS[2]) == 0 then return -2 end
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
-return tonumber(ARGV[2])
-"""
-
-
-def shown_key(user_id: int) -> str:
-    return f"mm:user:{user_id}:shown"
-
-
-def seen_key(user_id: int) -> str:
-    return f"mm:user:{user_id}:seen"
-
-
-def grace_key(user_id: int) -> str:
-    return f"mm:user:{user_id}:grace"
-
-
-def node_users_key(node_id: str) -> str:
-    return f"mm:node:{node_id}:users"
-
-
-def minute_ms(now: float) -> int:
-    """``now`` (epoch s) rounded down to the minute, in ms: last-seen is coarse on purpose."""
-    return int(now // 60) * 60_000
 
 
 def visible(memberships: Memberships | None, subject: int) -> bool:
@@ -108,10 +70,6 @@ def frame(user: int, state: wire.PresenceStatus, last_seen: int = 0) -> bytes:
     return wire.encode(wire.Presence(users=[wire.PresenceState(user, state, last_seen)]))
 
 
-class PresenceUnavailable(Exception):
-    """Redis could not answer a presence query."""
-
-
 @dataclass(slots=True)
 class _Pending:
     due: float
@@ -123,22 +81,19 @@ class Presence:
 
     def __init__(
         self,
-        redis: Redis,
+        backend: PresenceBackend,
         *,
-        node_id: str,
         hub: Hub,
         broker: Broker,
         store: Store,
         view: Callable[[Socket], Memberships | None],
         ttl_s: float,
         grace_s: float,
-        timeout_s: float,
     ) -> None:
-        self.redis, self.node_id, self.hub, self.broker = redis, node_id, hub, broker
+        self.backend, self.hub, self.broker = backend, hub, broker
         self.store, self.view = store, view
-        self.ttl_s, self.grace_s, self.timeout_s = ttl_s, grace_s, timeout_s
+        self.ttl_s, self.grace_s = ttl_s, grace_s
         self.step_s = max(0.05, min(grace_s / 4, ttl_s / 6))
-        self._offline = redis.register_script(OFFLINE_LUA)
         self._pending: dict[int, _Pending] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -160,23 +115,18 @@ class Presence:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        with contextlib.suppress(*_FAILURES):
-            await asyncio.wait_for(self.redis.delete(node_users_key(self.node_id)), self.timeout_s)
+        with contextlib.suppress(PresenceUnavailable):
+            await self.backend.forget()
 
     # -- local sockets come and go ----------------------------------------------------------
 
     async def joined(self, user: int, memberships: Memberships | None) -> None:
         """The user's first socket on this node (its route is already written)."""
         self._pending.pop(user, None)
-        key = node_users_key(self.node_id)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(shown_key(user), b"1", nx=True, px=int(self.ttl_s * 3000))
-                pipe.sadd(key, user)
-                pipe.pexpire(key, int(self.ttl_s * 3000))
-                first, *_ = await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        except _FAILURES as exc:
-            log.warning("presence failed", extra={"error": type(exc).__name__, "user": user})
+            first = await self.backend.joined(user)
+        except PresenceUnavailable as exc:
+            log.warning("presence failed", extra={"error": str(exc), "user": user})
             return
         if first:
             self.announce(user, "online", 0, audience(memberships))
@@ -189,11 +139,10 @@ class Presence:
         """
         self._pending[user] = _Pending(time.time() + self.grace_s, audience(memberships))
         self._wake.set()
-        px = int((self.grace_s + max(1.0, 4 * self.step_s)) * 1000)
         try:
-            await asyncio.wait_for(self.redis.set(grace_key(user), b"1", px=px), self.timeout_s)
-        except _FAILURES as exc:
-            log.warning("presence failed", extra={"error": type(exc).__name__, "user": user})
+            await self.backend.hold_grace(user, self.grace_s + max(1.0, 4 * self.step_s))
+        except PresenceUnavailable as exc:
+            log.warning("presence failed", extra={"error": str(exc), "user": user})
 
     @property
     def pending(self) -> int:
@@ -209,16 +158,11 @@ class Presence:
             return
         data = frame(user, state, last_seen)
         self.deliver_local(peers, data, user)
-        self.broker.publish(peers, data)
+        self.broker.publish(peers, data, kind="presence", scope=(0, user))
 
-    def deliver_local(self, users: Iterable[int], data: bytes, subject: int | None = None) -> int:
-        """Write a presence frame to the local sockets of ``users`` that may see its subject."""
-        if subject is None:
-            try:
-                subject = _decoder.decode(data).users[0].user
-            except (msgspec.MsgspecError, IndexError):
-                log.error("bad presence entry")
-                return 0
+    def deliver_local(self, users: Iterable[int], data: bytes, subject: int) -> int:
+        """Write a presence frame about ``subject`` to the local sockets of ``users`` that may
+        see it (the subject travels beside the bytes: the frame is not decoded)."""
         count = 0
         for user in users:
             for sock in self.hub.sockets_of(user):
@@ -231,35 +175,30 @@ class Presence:
     # -- queries -----------------------------------------------------------------------------
 
     async def states(self, users: Sequence[int]) -> dict[int, wire.PresenceState]:
-        """Online/offline and last seen of ``users`` (the caller decided they are visible)."""
+        """Online/offline and last seen of ``users`` (the caller decided they are visible).
+
+        Raises :class:`PresenceUnavailable` when the backend cannot say.
+        """
         if not users:
             return {}
-        now = time.time()
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for user in users:
-                    pipe.zcount(route_key(user), f"({now}", "+inf")
-                    pipe.exists(grace_key(user))
-                    pipe.get(seen_key(user))
-                replies = await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        except _FAILURES as exc:
-            log.warning("presence failed", extra={"error": type(exc).__name__})
-            raise PresenceUnavailable(type(exc).__name__) from exc
-        result: dict[int, wire.PresenceState] = {}
-        for i, user in enumerate(users):
-            routes, grace, seen = replies[3 * i : 3 * i + 3]
-            if routes or grace:
-                result[user] = wire.PresenceState(user, "online")
-            else:
-                result[user] = wire.PresenceState(user, "offline", int(seen or 0))
-        return result
+            states = await self.backend.states(users, time.time())
+        except PresenceUnavailable as exc:
+            log.warning("presence failed", extra={"error": str(exc)})
+            raise
+        return {
+            user: wire.PresenceState(user, "online")
+            if online
+            else wire.PresenceState(user, "offline", seen)
+            for user, (online, seen) in zip(users, states, strict=True)
+        }
 
     async def answer(
         self, memberships: Memberships | None, users: Sequence[int], rid: str | None
     ) -> bytes:
         """The encoded answer to a ``presence`` query; unknown for anyone this user may not see.
 
-        Raises :class:`PresenceUnavailable` when Redis cannot say.
+        Raises :class:`PresenceUnavailable` when the backend cannot say.
         """
         asked = list(dict.fromkeys(users))
         shown = [u for u in asked if visible(memberships, u)]
@@ -282,8 +221,8 @@ class Presence:
                     last_refresh = now
                     await self._refresh()
                     await self._reap()
-            except _FAILURES as exc:
-                log.warning("presence failed", extra={"error": type(exc).__name__})
+            except PresenceUnavailable as exc:
+                log.warning("presence failed", extra={"error": str(exc)})
             except Exception:
                 log.exception("presence loop step failed")
 
@@ -293,76 +232,32 @@ class Presence:
             del self._pending[user]  # back on this node: nothing to settle
         if not due:
             return
-        results = await self._check_offline(due, now)
+        results = await self.backend.settle(due, now)
         for user, last_seen in results.items():
             entry = self._pending.pop(user, None)
             if last_seen >= 0 and entry is not None:
                 self.announce(user, "offline", last_seen, entry.peers)
         gone = [u for u in due if not self.hub.has(u) and u not in self._pending]
         if gone:
-            await asyncio.wait_for(
-                self.redis.srem(node_users_key(self.node_id), *gone), self.timeout_s
-            )
-
-    async def _check_offline(self, users: Sequence[int], now: float) -> dict[int, int]:
-        """Run the offline script per user: last seen (ms) where this call announced it, else
-        -1 (still online) or -2 (announced by someone else)."""
-        seen = minute_ms(now)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                keys = [route_key(user), shown_key(user), seen_key(user), grace_key(user)]
-                await self._offline(
-                    keys=keys, args=[repr(now), seen, SEEN_TTL_S * 1000], client=pipe
-                )
-            replies = await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        return {user: int(r) for user, r in zip(users, replies, strict=True)}
+            await self.backend.release(gone)
 
     async def _refresh(self) -> None:
-        """Keep this node's presence keys alive as long as it is (routes: the broker's job)."""
-        users = {*self.hub.users(), *self._pending}
-        if not users:
-            return
-        ttl_ms = int(self.ttl_s * 3000)
-        key = node_users_key(self.node_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(key, *users)
-            pipe.pexpire(key, ttl_ms)
-            for user in self.hub.users():
-                pipe.pexpire(shown_key(user), ttl_ms)
-            await asyncio.wait_for(pipe.execute(), self.timeout_s)
+        """Keep this node's presence state alive as long as it is (routes: the broker's job)."""
+        held = {*self.hub.users(), *self._pending}
+        if held:
+            await self.backend.refresh(held, list(self.hub.users()))
 
     async def _reap(self) -> None:
         """Claim nodes whose heartbeat lapsed; clean their routes and announce their users."""
         now = time.time()
-        dead = await asyncio.wait_for(
-            self.redis.zrangebyscore(NODES, "-inf", f"({now - self.ttl_s}"), self.timeout_s
-        )
-        for raw in dead[:20]:
-            node = as_text(raw)
-            if node == self.node_id:
-                continue
-            # Nodes may run with other TTLs: the heartbeat key expires after the node's own TTL,
-            # so while it exists the node is alive whatever this node's TTL says.
-            if await asyncio.wait_for(self.redis.exists(node_key(node)), self.timeout_s):
-                continue
-            if not await asyncio.wait_for(self.redis.zrem(NODES, node), self.timeout_s):
-                continue  # another node claimed it
-            await self._reap_node(node, now)
+        for node in await self.backend.claim_dead_nodes(now):
+            users = await self.backend.reap(node)
+            log.warning("dead node reaped", extra={"dead_node": node, "users": len(users)})
+            if users:
+                await self._announce_reaped(users, now)
 
-    async def _reap_node(self, node: str, now: float) -> None:
-        key = node_users_key(node)
-        members = await asyncio.wait_for(self.redis.smembers(key), self.timeout_s)
-        users = sorted(int(u) for u in members)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(key, delivery_stream(node), node_key(node))
-            for user in users:
-                pipe.zrem(route_key(user), node)
-            await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        log.warning("dead node reaped", extra={"dead_node": node, "users": len(users)})
-        if not users:
-            return
-        results = await self._check_offline(users, now)
-        for user, last_seen in results.items():
+    async def _announce_reaped(self, users: list[int], now: float) -> None:
+        for user, last_seen in (await self.backend.settle(users, now)).items():
             if last_seen < 0:
                 continue
             try:

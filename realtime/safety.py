@@ -1,7 +1,8 @@
 """The safety events consumer: every node applies the API's safety stream to its own sockets.
 
-Owns reading :data:`common.events.SAFETY_STREAM` (XREAD BLOCK on a Redis client of its own, from
-the last id read) and applying each event at once, synchronously, to this node's sockets and
+Owns reading the safety feed (:class:`~realtime.safetyfeed.SafetyFeed`: the Redis stream
+:data:`common.rediskeys.SAFETY_STREAM`, or its in-memory twin), from the last id read, and
+applying each event at once, synchronously, to this node's sockets and
 caches:
 
 - ``Block`` / ``Unmatch``: the pair's conversations leave both users' membership caches and the
@@ -34,7 +35,7 @@ event becomes an input of the sockets the hub holds for its users (``conversatio
 connection hands to its protocol.
 
 It must not await on a socket, know the connection type or edit a socket's cache, nor touch
-asyncpg (the node's store does); redis exceptions stay inside this module.
+asyncpg (the node's store does); the feed's failures arrive as ``FeedUnavailable``.
 """
 
 from __future__ import annotations
@@ -44,23 +45,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import events, wire
 from common.codes import Close
-from common.rediskeys import as_text, stream_entries
 from realtime.domain import Memberships
 from realtime.node import Node
+from realtime.safetyfeed import FeedUnavailable, SafetyFeed
 from realtime.safetystate import SafetyState, remember
 from realtime.store import StoreUnavailable
 
 log = logging.getLogger("realtime.safety")
-
-_FAILURES: Final = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 
 
 class SafetyConsumer:
@@ -69,23 +66,15 @@ class SafetyConsumer:
     def __init__(
         self,
         node: Node,
-        redis_url: str,
+        feed: SafetyFeed,
         *,
         state: SafetyState,
-        timeout_s: float,
-        block_ms: int = 1000,
         reload_moderation: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        self.node, self.timeout_s, self.block_ms = node, timeout_s, block_ms
+        self.node, self.feed = node, feed
         #: Shared with the node (admission, membership epoch) and the hub (its gate).
         self.state = state
         self.reload_moderation = reload_moderation
-        self.redis = Redis.from_url(
-            redis_url,
-            socket_timeout=block_ms / 1000 + timeout_s,
-            socket_connect_timeout=timeout_s,
-            client_name=f"rt:{node.node_id}:safety",
-        )
         self.last_id = f"{int(time.time() * 1000)}-0"
         self.applied = 0
         self.failures = 0
@@ -100,13 +89,9 @@ class SafetyConsumer:
         When Redis cannot say, the current time is used (stream ids are milliseconds).
         """
         try:
-            newest = await asyncio.wait_for(
-                self.redis.xrevrange(events.SAFETY_STREAM, count=1), self.timeout_s
-            )
-        except _FAILURES as exc:
-            log.warning("safety stream not primed", extra={"error": type(exc).__name__})
-            return
-        self.last_id = as_text(newest[0][0]) if newest else "0-0"
+            self.last_id = await self.feed.newest()
+        except FeedUnavailable as exc:
+            log.warning("safety stream not primed", extra={"error": str(exc)})
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._read_loop(), name="safety-reader")
@@ -119,7 +104,7 @@ class SafetyConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._task, self._side = None, set()
-        await self.redis.aclose()
+        await self.feed.close()
 
     def _spawn(self, work: Awaitable[Any], name: str) -> None:
         async def run() -> None:
@@ -138,13 +123,11 @@ class SafetyConsumer:
         backoff, failed = 0.05, False
         while True:
             try:
-                reply = await self.redis.xread(
-                    {events.SAFETY_STREAM: self.last_id}, count=500, block=self.block_ms
-                )
-            except _FAILURES as exc:
+                entries = await self.feed.read(self.last_id, count=500)
+            except FeedUnavailable as exc:
                 self.failures += 1
                 failed = True
-                log.warning("safety stream read failed", extra={"error": type(exc).__name__})
+                log.warning("safety stream read failed", extra={"error": str(exc)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
@@ -152,11 +135,11 @@ class SafetyConsumer:
             if failed:
                 failed = False
                 self._spawn(self.recheck(), "safety-recheck")
-            for entry_id, fields in stream_entries(reply):
+            for entry_id, data in entries:
                 self.last_id = entry_id
                 try:
-                    event = events.decode_event(fields[b"e"])
-                except (KeyError, msgspec.MsgspecError):
+                    event = events.decode_event(data)
+                except msgspec.MsgspecError:
                     log.error("bad safety event", extra={"id": entry_id})
                     continue
                 try:

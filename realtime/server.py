@@ -11,9 +11,11 @@ the ops routes and the WebSocket server (uvloop, the ``websockets`` sans-I/O cor
 constructor arguments and nothing is assigned to a part after it is built (a test checks). Three
 figures read parts built later, through a closure over the name (``commit_seconds`` the writer,
 the broker's ``load`` the writer's counts, ``open_connections`` the server), because each of
-those parts needs the reader first; they are only called once the node runs. The broker gets
-its delivery callback when it starts (``Broker.start``), as the inbound end of the
-broker-presence loop. Every background task is owned by
+those parts needs the reader first; they are only called once the node runs. The broker's
+``on_delivery`` is the fan-out's ``on_remote`` the same way (the fan-out needs the broker), given
+to the broker's constructor. Presence keeps its shared state in a ``RedisPresence`` and the
+safety consumer reads a ``RedisSafetyFeed`` (the seams with in-memory twins in
+:mod:`realtime.memory`). Every background task is owned by
 a part that cancels and awaits it. SIGTERM drains, bounded by ``MM_REALTIME_DRAIN_S``: mark the node
 unready, close every socket with 1012 (reconnect elsewhere; this also stops accepting), flush
 the batch writer (sends in flight are committed; their clients settle them by resending the
@@ -37,7 +39,7 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -50,7 +52,7 @@ from common.tokens import keyset_from_settings
 from realtime import gcpolicy
 from realtime.aftercommit import AfterCommit
 from realtime.batch import BatchWriter
-from realtime.broker import RedisBroker
+from realtime.broker import Kind, RedisBroker, Scope
 from realtime.connection import Connection
 from realtime.fanout import Fanout
 from realtime.hub import Hub
@@ -59,8 +61,10 @@ from realtime.node import Node
 from realtime.notices import MessageNotices
 from realtime.ops import Load, NodeOps, text
 from realtime.presence import Presence
+from realtime.presencebackend import RedisPresence
 from realtime.protocol import Config
 from realtime.safety import SafetyConsumer
+from realtime.safetyfeed import RedisSafetyFeed
 from realtime.safetystate import SafetyState
 from realtime.sockets import memberships_of
 from realtime.store import Store, create_pool
@@ -131,6 +135,10 @@ class Services:
         store = Store(pool, timeout_s=timeout)
         safety_state = SafetyState()
         hub = Hub(max_per_user=settings.max_connections_per_user, gate=safety_state.admits)
+
+        def on_delivery(users: Sequence[int], data: bytes, kind: Kind, scope: Scope) -> None:
+            fanout.on_remote(users, data, kind, scope)  # built after the broker: it needs it
+
         broker = RedisBroker(
             settings.redis_url,
             node_id=node_id,
@@ -139,18 +147,19 @@ class Services:
             timeout_s=timeout,
             local_users=hub.users,
             stats=lambda: (hub.socket_count, hub.user_count),
+            on_delivery=on_delivery,
             load=lambda: load(),
         )
         presence = Presence(
-            broker.redis,
-            node_id=node_id,
+            RedisPresence(
+                broker.redis, node_id=node_id, ttl_s=settings.presence_ttl_s, timeout_s=timeout
+            ),
             hub=hub,
             broker=broker,
             store=store,
             view=memberships_of,
             ttl_s=settings.presence_ttl_s,
             grace_s=settings.presence_grace_s,
-            timeout_s=timeout,
         )
         notices = MessageNotices(pool, timeout_s=timeout, is_local=hub.has)
         fanout = Fanout(hub=hub, broker=broker, presence=presence)
@@ -189,9 +198,8 @@ class Services:
         )
         safety = SafetyConsumer(
             node,
-            settings.redis_url,
+            RedisSafetyFeed(settings.redis_url, name=f"rt:{node_id}:safety", timeout_s=timeout),
             state=safety_state,
-            timeout_s=timeout,
             reload_moderation=moderation.reload,
         )
         # Before the first socket: the filter (best effort; retried in the background) and the
@@ -238,7 +246,7 @@ class Services:
     def start(self) -> None:
         """Start every part's background tasks (after the server listens)."""
         self.writer.start()
-        self.broker.start(self.node.fanout.on_remote)
+        self.broker.start()
         self.moderation.start()
         self.safety.start()
         self.presence.start()

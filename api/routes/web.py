@@ -19,12 +19,12 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
-from redis.exceptions import RedisError
 
 from api.deps import AdminUser, RedisDep, SettingsDep
 from api.errors import NotFound, Unavailable
 from api.services.admin_stats import STALE_HEARTBEATS
 from common.cluster import live_nodes
+from common.redisedge import REDIS_FAILURES
 from common.settings import Settings
 
 router = APIRouter(tags=["web"])
@@ -149,7 +149,7 @@ async def cluster_nodes(admin: AdminUser, redis: RedisDep, settings: SettingsDep
     """The live realtime nodes from their heartbeats, with totals across the cluster."""
     try:
         nodes = await live_nodes(redis, stale_after_s=settings.heartbeat_s * STALE_HEARTBEATS)
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise Unavailable("node heartbeats unavailable", code="redis_unavailable") from exc
     now = time.time()
     rows = [

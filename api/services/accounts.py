@@ -22,7 +22,6 @@ import logging
 import secrets
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,7 +44,8 @@ from common.models import (
     User,
     UserInterest,
 )
-from common.rediskeys import set_token_version
+from common.redisedge import REDIS_FAILURES
+from common.rediskeys import known_addresses_key, set_token_version
 from common.settings import Settings
 
 VERIFY_EMAIL, RESET_PASSWORD = "verify_email", "reset_password"
@@ -68,11 +68,6 @@ def _secret_hash(settings: Settings, purpose: str, user_id: int, secret: str) ->
     """Keyed with the server secret: a leaked table does not reveal 6-digit codes offline."""
     message = f"{purpose}:{user_id}:{secret}".encode()
     return hmac.new(settings.secret_key.encode(), message, hashlib.sha256).digest()
-
-
-def _known_key(account: str) -> str:
-    """Redis set of (hashed) addresses that have logged in to this account before."""
-    return f"mm:login:known:{account}"
 
 
 def _address_key(ip: str) -> str:
@@ -130,7 +125,7 @@ async def authenticate(
     await limit(redis, f"login:ip:{ip}", max_hits=settings.login_ip_max, window_s=window)
     pair_key = f"login:pair:{account}:{ip}"
     await limit(redis, pair_key, max_hits=settings.login_pair_max, window_s=window)
-    known_key, address = _known_key(account), _address_key(ip)
+    known_key, address = known_addresses_key(account), _address_key(ip)
     if not await redis.sismember(known_key, address):
         await limit(
             redis, f"login:acct:{account}", max_hits=settings.login_account_max, window_s=window
@@ -190,7 +185,7 @@ async def announce_token_version(redis: Redis, user_id: int, version: int) -> No
     try:
         await set_token_version(redis, user_id, version)
         await publish(redis, TokenBump(user=user_id, version=version))
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         log.warning("token version not announced", extra={"user": user_id, "error": str(exc)})
 
 

@@ -10,13 +10,13 @@ import time
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.schemas import admin as schemas
 from common.cluster import live_nodes
 from common.models import Match, Message, Report, User
+from common.redisedge import REDIS_FAILURES
 from common.settings import Settings
 
 #: A node is listed as live while its heartbeat is younger than this many heartbeats.
@@ -48,7 +48,7 @@ async def stats(session: AsyncSession, redis: Redis, settings: Settings) -> sche
     ).one()
     try:
         nodes = await live_nodes(redis, stale_after_s=settings.heartbeat_s * STALE_HEARTBEATS)
-    except (RedisError, OSError):
+    except REDIS_FAILURES:
         nodes = []  # the counts still help while Redis is away
     wall = time.time()
     return schemas.Stats(

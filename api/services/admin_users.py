@@ -13,7 +13,6 @@ import datetime as dt
 from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +22,7 @@ from api.services.admin import audit
 from api.services.matching import publish_after_commit
 from common import events
 from common.models import Profile, RefreshToken, User
+from common.redisedge import REDIS_FAILURES
 from common.rediskeys import set_token_version
 
 #: What a permanent ban stores in ``banned_until`` (NULL already means "not banned").
@@ -99,7 +99,7 @@ async def announce_ban(
 ) -> None:
     """Old tokens die in both services; every node closes the user's sockets."""
     # On a Redis failure the nodes still get TokenBump and compare versions with PostgreSQL.
-    with contextlib.suppress(RedisError, OSError):
+    with contextlib.suppress(*REDIS_FAILURES):
         await set_token_version(redis, user_id, version)
     await publish_after_commit(
         redis,

@@ -21,7 +21,6 @@ import logging
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -64,6 +63,7 @@ from common.models import (
     Swipe,
     User,
 )
+from common.redisedge import REDIS_FAILURES
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ async def publish_after_commit(redis: Redis, *items: events.SafetyEvent) -> None
     """
     try:
         await events.publish(redis, *items)
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         kinds = [type(item).__name__ for item in items]
         log.warning("safety events not published", extra={"events": kinds, "error": str(exc)})
 

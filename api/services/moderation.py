@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +34,7 @@ from api.services.trust import apply_trust
 from common import events
 from common.models import ModerationLog, ModerationWord
 from common.moderation import VERSION_KEY, Matcher, Verdict, compile_rules
+from common.redisedge import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ async def get_matcher(session: AsyncSession, redis: Redis) -> Matcher:
         if version is None:  # first use since Redis was empty: start a version
             await redis.set(VERSION_KEY, secrets.token_hex(8), nx=True)
             version = await _current_version(redis)
-    except (RedisError, OSError):
+    except REDIS_FAILURES:
         # Redis is away: the cached list is the best we know; with none, read the database.
         if _cache is not None:
             return _cache.matcher
@@ -108,7 +108,7 @@ async def list_changed(redis: Redis) -> None:
     forget_cache()
     try:
         await redis.set(VERSION_KEY, secrets.token_hex(8))
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         log.warning("moderation version not bumped", extra={"error": str(exc)})
     await publish_after_commit(redis, events.ModerationChanged())
 

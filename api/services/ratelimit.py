@@ -10,8 +10,9 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from api.errors import RateLimited
+from common.rediskeys import RATE_LIMIT_PREFIX
 
-_PREFIX = "mm:rl:"
+_PREFIX = RATE_LIMIT_PREFIX
 
 
 async def hits(redis: Redis, key: str, *, window_s: int) -> tuple[int, int]:

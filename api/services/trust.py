@@ -11,11 +11,12 @@ Events one person can repeat at will against another (toggling a like or a block
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import func, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.models import TrustEvent, User
+from common.redisedge import REDIS_FAILURES
+from common.rediskeys import trust_window_key
 from common.trust import TRUST_DELTAS, TRUST_MAX, TRUST_MIN, TrustReason
 
 
@@ -46,7 +47,7 @@ async def first_in_window(
     """Whether ``actor``'s ``reason`` event on ``target`` is the first in ``window_s`` (and so
     should move the score); False when Redis cannot tell, so a repeat is never counted twice."""
     try:
-        first = await redis.set(f"mm:trust:{reason}:{actor}:{target}", 1, nx=True, ex=window_s)
-    except (RedisError, OSError):
+        first = await redis.set(trust_window_key(reason, actor, target), 1, nx=True, ex=window_s)
+    except REDIS_FAILURES:
         return False
     return bool(first)

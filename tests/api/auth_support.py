@@ -19,7 +19,8 @@ import httpx
 from redis.asyncio import Redis
 
 from api.services.mail import outbox_dir
-from common.events import SAFETY_STREAM, TokenBump, decode_event
+from common.events import TokenBump, decode_event
+from common.rediskeys import SAFETY_STREAM
 from common.settings import Settings
 from tests.support import TICK
 

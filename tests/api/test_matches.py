@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services.matching import end_match_between, publish_after_commit
-from common.events import SAFETY_STREAM, Match, Notify, SafetyEvent, Unmatch, decode_event
+from common.events import Match, Notify, SafetyEvent, Unmatch, decode_event
 from common.models import (
     Block,
     Conversation,
@@ -33,6 +33,7 @@ from common.models import (
     top_seq,
 )
 from common.models import Match as MatchRow
+from common.rediskeys import SAFETY_STREAM
 from common.settings import Settings
 from tests.api.conftest import TestUser, UserFactory
 

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services import notifications
-from common.events import SAFETY_STREAM, Block, SafetyEvent, Unblock, Unmatch, decode_event
+from common.events import Block, SafetyEvent, Unblock, Unmatch, decode_event
 from common.models import Conversation, ConversationMember, Match, Message, TrustEvent, User
+from common.rediskeys import SAFETY_STREAM
 from tests.api.conftest import TestUser, UserFactory
 
 _cmids = itertools.count(1)

@@ -9,7 +9,6 @@ import pytest
 from redis.asyncio import Redis
 
 from common.events import (
-    SAFETY_STREAM,
     Ban,
     Block,
     Match,
@@ -18,6 +17,7 @@ from common.events import (
     decode_event,
     publish,
 )
+from common.rediskeys import SAFETY_STREAM
 
 
 async def test_published_events_are_read_back_in_order(redis: Redis) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
 from common.trust import (
@@ -12,7 +10,6 @@ from common.trust import (
     TRUST_DELTAS,
     apply_delta,
     clamp,
-    daily_counter_key,
     daily_message_cap,
 )
 
@@ -52,4 +49,3 @@ def test_low_trust_cap() -> None:
     assert daily_message_cap(LOW_TRUST_THRESHOLD - 1) == LOW_TRUST_DAILY_MESSAGES
     assert daily_message_cap(LOW_TRUST_THRESHOLD) is None
     assert daily_message_cap(50) is None
-    assert daily_counter_key(7, dt.date(2024, 1, 2)) == "mm:trust:sends:7:2024-01-02"

@@ -18,7 +18,7 @@ from common.codes import Err
 from common.tokens import KeySet
 from realtime.aftercommit import AfterCommit
 from realtime.batch import BatchWriter
-from realtime.broker import Broker, Watch
+from realtime.broker import Broker, Kind, Scope, Watch
 from realtime.domain import (
     Memberships,
     ReadOutcome,
@@ -84,7 +84,15 @@ class FakeSocket:
 class FakeBroker:
     log: Recorder
 
-    def publish(self, users: Sequence[int], data: bytes, watch: Watch | None = None) -> None:
+    def publish(
+        self,
+        users: Sequence[int],
+        data: bytes,
+        watch: Watch | None = None,
+        *,
+        kind: Kind = "frame",
+        scope: Scope = (0, 0),
+    ) -> None:
         self.log.events.append(("broker", json.loads(data)["type"]))
 
 

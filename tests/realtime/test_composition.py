@@ -26,7 +26,9 @@ from realtime import (
     notices,
     ops,
     presence,
+    presencebackend,
     safety,
+    safetyfeed,
     safetystate,
     server,
     store,
@@ -48,7 +50,9 @@ PARTS: tuple[type[Any], ...] = (
     ops.NodeOps,
     ops.Ops,
     presence.Presence,
+    presencebackend.RedisPresence,
     safety.SafetyConsumer,
+    safetyfeed.RedisSafetyFeed,
     safetystate.SafetyState,
     store.Store,
     wsserver.WsServer,
@@ -123,6 +127,9 @@ async def test_every_hook_is_the_real_part(built: tuple[server.Services, Writes]
     assert n.writer is services.writer is services.moderation.writer
     assert services.presence.hub is n.hub and services.presence.broker is services.broker
     assert services.presence.view is memberships_of
+    assert isinstance(services.presence.backend, presencebackend.RedisPresence)
+    assert services.presence.backend.redis is services.broker.redis
+    assert isinstance(services.safety.feed, safetyfeed.RedisSafetyFeed)
     assert services.notices.is_local == n.hub.has
     # The heartbeat's figures come from the writer and the broker, not the default ``dict``.
     assert set(services.broker.load()) == {

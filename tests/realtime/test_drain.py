@@ -14,8 +14,7 @@ from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
 from common.codes import Close
-from common.rediskeys import NODES
-from realtime.broker import route_key
+from common.rediskeys import NODES, route_key
 from tests.realtime.conftest import client, start_node
 from tests.support import TICK
 

@@ -19,7 +19,8 @@ import pytest
 from redis.asyncio import Redis
 
 from common.codes import Err
-from common.trust import LOW_TRUST_THRESHOLD, daily_counter_key, daily_message_cap
+from common.rediskeys import daily_counter_key
+from common.trust import LOW_TRUST_THRESHOLD, daily_message_cap
 from tests.api import conftest as api_conftest
 from tests.api.conftest import UserFactory
 from tests.realtime.conftest import Client, Nodes, client

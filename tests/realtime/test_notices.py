@@ -19,9 +19,9 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
+from common.rediskeys import route_key
 from common.settings import Settings
 from realtime import notices
-from realtime.broker import route_key
 from realtime.metrics import TALLY
 from realtime.notices import MessageNotices
 from realtime.store import create_pool

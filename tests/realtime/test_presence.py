@@ -18,9 +18,8 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from common.rediskeys import NODES
-from realtime.broker import route_key
-from realtime.presence import minute_ms
+from common.rediskeys import NODES, delivery_stream, route_key
+from realtime.presencebackend import minute_ms
 from tests.realtime.conftest import Client, client, start_node
 from tests.support import TICK, ServiceProcess
 
@@ -191,7 +190,7 @@ async def test_a_killed_nodes_users_go_offline_within_one_ttl_and_its_routes_are
         assert push["users"][0]["user"] == bob and push["users"][0]["state"] == "offline"
         assert await redis.zscore(route_key(bob), doomed_id) is None
         assert await redis.zscore(NODES, doomed_id) is None
-        assert not await redis.exists(f"mm:node:{doomed_id}:deliveries")
+        assert not await redis.exists(delivery_stream(doomed_id))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(b.ws.close(), 4 * TICK)
     finally:
