@@ -273,7 +273,10 @@ async def run(settings: Settings) -> None:
     services = await Services.build(settings)
     node = services.node
     await services.server.start(
-        settings.realtime_host, settings.realtime_port, reuse_port=settings.realtime_reuse_port
+        settings.realtime_host,
+        settings.realtime_port,
+        reuse_port=settings.realtime_reuse_port,
+        backlog=settings.realtime_listen_backlog,
     )
     services.start()
     frozen = gcpolicy.tune()  # everything built so far lives as long as the node
