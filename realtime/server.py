@@ -110,6 +110,7 @@ class Services:
     """Everything the node runs, in build order (shut down in reverse)."""
 
     pool: asyncpg.Pool[asyncpg.Record]
+    store: Store
     broker: RedisBroker
     presence: Presence
     notices: MessageNotices
@@ -128,7 +129,8 @@ class Services:
         pool = await create_pool(
             settings.asyncpg_dsn, max_size=settings.db_pool_size, timeout_s=timeout
         )
-        store = Store(pool, timeout_s=timeout)
+        # A quarter of the pool for authentication: a storm never starves the batch writer.
+        store = Store(pool, timeout_s=timeout, account_calls=max(1, settings.db_pool_size // 4))
         safety_state = SafetyState()
         hub = Hub(max_per_user=settings.max_connections_per_user, gate=safety_state.admits)
         broker = RedisBroker(
@@ -224,6 +226,7 @@ class Services:
         )
         return cls(
             pool=pool,
+            store=store,
             broker=broker,
             presence=presence,
             notices=notices,
@@ -258,6 +261,7 @@ class Services:
         await self.broker.close()
         await self.moderation.close()
         await self.notices.close()
+        await self.store.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.pool.close(), timeout_s)
 
