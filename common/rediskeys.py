@@ -43,6 +43,15 @@ async def get_token_version(redis: Redis, user_id: int) -> int | None:
     return None if value is None else int(value)
 
 
+async def get_token_versions(redis: Redis, user_ids: list[int]) -> dict[int, int | None]:
+    """Several users' cached versions in one MGET (None where Redis holds none)."""
+    values = await redis.mget([token_version_key(user) for user in user_ids])
+    return {
+        user: None if value is None else int(value)
+        for user, value in zip(user_ids, values, strict=True)
+    }
+
+
 def as_text(value: object) -> str:
     """A key, member or stream id from a Redis reply as ``str`` (bytes unless decoding is on)."""
     return value.decode() if isinstance(value, bytes) else str(value)
