@@ -8,9 +8,10 @@ reconnect storm waits in line for its turn instead of timing out on a pool acqui
 only ever answered by a call that started after it was queued (a key queued while its call is in
 flight waits for the next one), so a caller that reads a version or an epoch before
 :meth:`get` sees a value read after it. ``fetch``'s exception goes to every waiter of that
-call, a key missing from its answer raises :class:`KeyError` in its waiters, and
-:meth:`Coalescer.close` fails the rest with :class:`CoalescerClosed`. It knows
-nothing of what is read; it never retries (callers decide) and never caches across calls.
+call and to the keys waiting in line then (during an outage a storm hears it after one
+timeout, not one timeout per batch), a key missing from its answer raises :class:`KeyError`
+in its waiters, and :meth:`Coalescer.close` fails the rest with :class:`CoalescerClosed`. It
+knows nothing of what is read; it never retries (callers decide) and never caches across calls.
 """
 
 from __future__ import annotations
@@ -86,8 +87,12 @@ class Coalescer(Generic[K, V]):
         except asyncio.CancelledError:
             _fail(batch, CoalescerClosed())
             raise
-        except Exception as exc:  # every waiter of this call hears it
+        except Exception as exc:
+            # Every waiter of this call hears it, and so does the line: their calls would meet
+            # the same outage one timeout after another, so they hear it now.
             _fail(batch, exc)
+            _fail(self._waiting, exc)
+            self._waiting.clear()
             return
         for key, futures in batch.items():
             for future in futures:

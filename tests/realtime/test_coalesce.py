@@ -85,6 +85,21 @@ async def test_a_failed_call_fails_its_waiters_only() -> None:
     assert await coalescer.get(1) == 10
 
 
+async def test_a_failed_call_also_fails_the_keys_waiting_in_line() -> None:
+    fetch = Recorder()
+    fetch.release.clear()
+    fetch.fail_with = TimeoutError()
+    coalescer = Coalescer(fetch, max_batch=2, max_in_flight=1)
+    waiters = [asyncio.ensure_future(coalescer.get(k)) for k in range(5)]
+    await asyncio.sleep(TICK)
+    assert (coalescer.in_flight, coalescer.waiting) == (1, 3)
+    fetch.release.set()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    # One timeout for the whole line, not one per batch behind it.
+    assert all(isinstance(r, TimeoutError) for r in results), results
+    assert fetch.batches == [[0, 1]]
+
+
 async def test_a_key_missing_from_the_answer_raises_key_error() -> None:
     coalescer = Coalescer(Recorder(missing=frozenset({2})), max_batch=10, max_in_flight=1)
     asks = (coalescer.get(1), coalescer.get(2))
