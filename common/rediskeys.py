@@ -135,6 +135,23 @@ async def get_token_version(redis: Redis, user_id: int) -> int | None:
     return None if value is None else int(value)
 
 
+async def get_token_versions(redis: Redis, user_ids: list[int]) -> dict[int, int | None]:
+    """Several users' cached versions (None where Redis holds none): one MGET per users' hash
+    tag, the MGETs in one pipeline, so each multi-key command stays in one slot."""
+    groups: dict[int, list[int]] = {}
+    for user in user_ids:
+        groups.setdefault(user_group(user), []).append(user)
+    async with redis.pipeline(transaction=False) as pipe:
+        for members in groups.values():
+            pipe.mget([token_version_key(user) for user in members])
+        replies = await pipe.execute()
+    return {
+        user: None if value is None else int(value)
+        for members, values in zip(groups.values(), replies, strict=True)
+        for user, value in zip(members, values, strict=True)
+    }
+
+
 def as_text(value: object) -> str:
     """A key, member or stream id from a Redis reply as ``str`` (bytes unless decoding is on)."""
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     realtime_drain_s: Annotated[float, Field(gt=0, le=600)] = 20.0
     # Several realtime processes on one port (SO_REUSEPORT); each is its own node.
     realtime_reuse_port: bool = False
+    # Length of the listening socket's accept queue (the kernel caps it at net.core.somaxconn).
+    # asyncio's default of 100 drops the SYNs of a reconnect storm, which retry 1, 3, 7 s later.
+    realtime_listen_backlog: Annotated[int, Field(ge=1, le=65535)] = 4096
     # Bound on every Redis/PostgreSQL call of a realtime node.
     realtime_io_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     # SO_SNDBUF of each realtime socket; 0 keeps the kernel's autotuning (up to tcp_wmem max).

@@ -37,15 +37,20 @@ from common import cluster, wire
 from common.redisedge import REDIS_FAILURES, Arg, Call, LuaScript, eval_scripts
 from common.rediskeys import (
     delivery_stream,
-    get_token_version,
+    get_token_versions,
     route_key,
     set_token_version,
     stream_entries,
     user_group,
 )
+from realtime.coalesce import Coalescer, CoalescerClosed
 
 log = logging.getLogger("realtime.broker")
 
+#: Users per token-version MGET (the sockets authenticating at one moment share one).
+VERSION_BATCH: Final = 512
+#: MGETs of token versions in flight at once (the rest wait in line, not on new connections).
+VERSION_CALLS: Final = 4
 #: Approximate cap of a delivery stream (a dead node's stream stops growing here).
 STREAM_MAXLEN: Final = 100_000
 MAX_PENDING: Final = 200_000
@@ -185,6 +190,9 @@ class RedisBroker:
             socket_connect_timeout=timeout_s,
             client_name=f"rt:{node_id}:reader",
         )
+        self._versions: Coalescer[int, int | None] = Coalescer(
+            self._read_versions, max_batch=VERSION_BATCH, max_in_flight=VERSION_CALLS
+        )
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -206,6 +214,7 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Stop the loops, withdraw this node's routes and heartbeat, close the clients."""
+        await self._versions.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -259,8 +268,16 @@ class RedisBroker:
             await pipe.execute()
 
     async def token_version(self, user_id: int) -> int | None:
+        """The cached version (None when Redis holds none), read by an MGET shared with the
+        other sockets authenticating at this moment and started after this call."""
         try:
-            return await asyncio.wait_for(get_token_version(self.redis, user_id), self.timeout_s)
+            return await self._versions.get(user_id)
+        except CoalescerClosed as exc:
+            raise BrokerUnavailable("closed") from exc
+
+    async def _read_versions(self, users: list[int]) -> dict[int, int | None]:
+        try:
+            return await asyncio.wait_for(get_token_versions(self.redis, users), self.timeout_s)
         except REDIS_FAILURES as exc:
             raise BrokerUnavailable(type(exc).__name__) from exc
 

@@ -114,6 +114,7 @@ class Services:
     """Everything the node runs, in build order (shut down in reverse)."""
 
     pool: asyncpg.Pool[asyncpg.Record]
+    store: Store
     broker: RedisBroker
     presence: Presence
     notices: MessageNotices
@@ -132,7 +133,8 @@ class Services:
         pool = await create_pool(
             settings.asyncpg_dsn, max_size=settings.db_pool_size, timeout_s=timeout
         )
-        store = Store(pool, timeout_s=timeout)
+        # A quarter of the pool for authentication: a storm never starves the batch writer.
+        store = Store(pool, timeout_s=timeout, account_calls=max(1, settings.db_pool_size // 4))
         safety_state = SafetyState()
         hub = Hub(max_per_user=settings.max_connections_per_user, gate=safety_state.admits)
 
@@ -232,6 +234,7 @@ class Services:
         )
         return cls(
             pool=pool,
+            store=store,
             broker=broker,
             presence=presence,
             notices=notices,
@@ -266,6 +269,7 @@ class Services:
         await self.broker.close()
         await self.moderation.close()
         await self.notices.close()
+        await self.store.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.pool.close(), timeout_s)
 
@@ -281,7 +285,10 @@ async def run(settings: Settings) -> None:
     services = await Services.build(settings)
     node = services.node
     await services.server.start(
-        settings.realtime_host, settings.realtime_port, reuse_port=settings.realtime_reuse_port
+        settings.realtime_host,
+        settings.realtime_port,
+        reuse_port=settings.realtime_reuse_port,
+        backlog=settings.realtime_listen_backlog,
     )
     services.start()
     frozen = gcpolicy.tune()  # everything built so far lives as long as the node

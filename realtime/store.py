@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
 
+from realtime.coalesce import Coalescer, CoalescerClosed
 from realtime.domain import Memberships, StoredMessage, UserState
 
 #: asyncpg/OS failures that mean "try again later" rather than "this request is wrong".
@@ -52,13 +54,16 @@ COLUMNS: Final = {
     "blocks": {"blocker_id", "blocked_id"},
 }
 
-#: Everything authentication needs, in one round trip: the ``users`` columns that decide
-#: whether a token may be used (a missing user gives NULLs), the open conversations with their
-#: other members as parallel arrays (a conversation with no other member has a NULL there), and
-#: the block peers, symmetric as in api/services/relations.py (either direction hides the two
-#: from each other). Membership refreshes read the same statement.
+#: Everything authentication needs, for many users in one round trip (one row per distinct id
+#: of ``$1``, its id first): the ``users`` columns that decide whether a token may be used (a
+#: missing user gives NULLs), the open conversations with their other members as parallel arrays
+#: (a conversation with no other member has a NULL there), and the block peers, symmetric as in
+#: api/services/relations.py (either direction hides the two from each other). The sockets that
+#: authenticate at the same moment share one statement (:class:`Store` coalesces them); membership
+#: refreshes read the same statement.
 ACCOUNT_SQL: Final = """
-SELECT u.token_version,
+SELECT q.id,
+       u.token_version,
        (NOT u.is_active OR u.deleted_at IS NOT NULL OR coalesce(u.banned_until > now(), false)),
        u.trust_score,
        m.cids,
@@ -66,7 +71,7 @@ SELECT u.token_version,
        ARRAY(SELECT b.blocked_id FROM blocks b WHERE b.blocker_id = q.id
              UNION
              SELECT b.blocker_id FROM blocks b WHERE b.blocked_id = q.id)
-FROM (SELECT $1::bigint AS id) q
+FROM (SELECT DISTINCT unnest($1::bigint[]) AS id) q
 LEFT JOIN users u ON u.id = q.id
 CROSS JOIN LATERAL (
     SELECT coalesce(array_agg(me.conversation_id), '{}') AS cids,
@@ -129,33 +134,59 @@ async def create_pool(dsn: str, *, max_size: int, timeout_s: float) -> asyncpg.P
     )
 
 
+#: Users per account statement: a storm's sockets go in a few statements of this size.
+ACCOUNT_BATCH: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """One user's row as :data:`ACCOUNT_SQL` read it (shared by every socket that asked)."""
+
+    state: UserState | None
+    peers: Mapping[int, tuple[int, ...]]
+    blocked: frozenset[int]
+    loaded_at: float
+
+
 class Store:
-    """Reads for authentication, membership caches and sync."""
+    """Reads for authentication, membership caches and sync.
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], *, timeout_s: float) -> None:
+    Account reads are coalesced: the users asked for in one loop iteration are read by one
+    statement, with at most ``account_calls`` of them running, so authentication holds at most
+    that many pooled connections however many sockets arrive at once (the rest wait in line,
+    bounded by the protocol's auth timeout, rather than time out on the pool).
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool[asyncpg.Record], *, timeout_s: float, account_calls: int = 4
+    ) -> None:
         self.pool, self.timeout_s = pool, timeout_s
+        self.accounts: Coalescer[int, Account] = Coalescer(
+            self.read_accounts, max_batch=ACCOUNT_BATCH, max_in_flight=account_calls
+        )
 
-    async def account(self, user_id: int) -> tuple[UserState | None, Memberships]:
-        """The user's token state (``None`` when the user does not exist) and memberships."""
+    async def read_accounts(self, users: list[int]) -> dict[int, Account]:
+        """Every one of ``users`` in one statement (a missing user has ``state`` None)."""
         try:
             async with self.pool.acquire(timeout=self.timeout_s) as con:
-                row = await con.fetchrow(ACCOUNT_SQL, user_id)
+                rows = await con.fetch(ACCOUNT_SQL, users)
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
-        assert row is not None  # one row, whether or not the user exists
-        version, disabled, trust, cids, others, blocked = row
-        state = None if version is None else UserState(int(version), bool(disabled), int(trust))
-        peers: dict[int, list[int]] = {}
-        for cid, other in zip(cids, others, strict=True):
-            members = peers.setdefault(int(cid), [])
-            if other is not None:
-                members.append(int(other))
+        loaded_at = time.time()
+        return {int(row[0]): _account(row, loaded_at) for row in rows}
+
+    async def account(self, user_id: int) -> tuple[UserState | None, Memberships]:
+        """The user's token state (``None`` when the user does not exist) and memberships,
+        read by a statement that started after this call; the memberships are this caller's
+        own copy (a socket's protocol edits its cache)."""
+        try:
+            account = await self.accounts.get(user_id)
+        except CoalescerClosed as exc:
+            raise StoreUnavailable("closed") from exc
         memberships = Memberships(
-            peers={cid: tuple(members) for cid, members in peers.items()},
-            blocked=frozenset(int(u) for u in blocked),
-            loaded_at=time.time(),
+            peers=dict(account.peers), blocked=account.blocked, loaded_at=account.loaded_at
         )
-        return state, memberships
+        return account.state, memberships
 
     async def user_state(self, user_id: int) -> UserState | None:
         """``None`` when the user does not exist."""
@@ -163,6 +194,10 @@ class Store:
 
     async def memberships(self, user_id: int) -> Memberships:
         return (await self.account(user_id))[1]
+
+    async def close(self) -> None:
+        """Fail the account reads still waiting and cancel those in flight (before the pool)."""
+        await self.accounts.close()
 
     async def sync_page(
         self, user_id: int, positions: dict[int, int], limit: int
@@ -192,3 +227,19 @@ class Store:
             for r in rows[:limit]
         ]
         return messages, len(rows) <= limit
+
+
+def _account(row: asyncpg.Record, loaded_at: float) -> Account:
+    _id, version, disabled, trust, cids, others, blocked = row
+    state = None if version is None else UserState(int(version), bool(disabled), int(trust))
+    peers: dict[int, list[int]] = {}
+    for cid, other in zip(cids, others, strict=True):
+        members = peers.setdefault(int(cid), [])
+        if other is not None:
+            members.append(int(other))
+    return Account(
+        state=state,
+        peers={cid: tuple(members) for cid, members in peers.items()},
+        blocked=frozenset(int(u) for u in blocked),
+        loaded_at=loaded_at,
+    )

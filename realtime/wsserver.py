@@ -54,9 +54,11 @@ class WsServer:
         self._flush = FlushQueue(self._loop)
         self._changed = asyncio.Event()
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+    async def start(
+        self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 4096
+    ) -> None:
         self._server = await self._loop.create_server(
-            self._accept, host, port, reuse_port=reuse_port or None
+            self._accept, host, port, reuse_port=reuse_port or None, backlog=backlog
         )
 
     def _accept(self) -> WsSocket:

@@ -178,3 +178,43 @@ async def test_postgresql_is_the_truth_over_a_stale_redis_copy(
     assert await get_token_version(redis, user) == 2
     old = await open_client(nodes.b, make_token(user, token_version=0))
     assert await old.closed() == Close.REVOKED
+
+
+async def test_a_burst_authenticates_together_each_socket_with_its_own_account(
+    nodes: Nodes,
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+    make_token: Callable[..., str],
+    db: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    """Sockets authenticating at one moment share account reads (realtime/coalesce.py), yet
+    each gets its own memberships and blocks, and a banned user or an old token among them is
+    still refused."""
+    pairs = [(await new_user(), await new_user()) for _ in range(12)]
+    cids = {pair: await new_conversation(*pair) for pair in pairs}
+    blocker, blocked = pairs[0]
+    await db.execute(
+        "INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2)", blocker, blocked
+    )
+    banned, revoked = await new_user(), await new_user(token_version=1)
+    await db.execute("UPDATE users SET banned_until = now() + interval '1 h' WHERE id = $1", banned)
+    # One user on two sockets of the burst: each socket must get its own copy.
+    members = [user for pair in pairs for user in pair] + [pairs[1][0]]
+    tokens = [make_token(user) for user in members] + [make_token(banned), make_token(revoked)]
+    sockets = await asyncio.gather(*(open_client(nodes.a, token) for token in tokens))
+    *ready, banned_socket, revoked_socket = sockets
+    assert await banned_socket.closed() == Close.ACCOUNT_DISABLED
+    assert await revoked_socket.closed() == Close.REVOKED
+    every_cid = {cid: 0 for cid in cids.values()}
+    for i, (user, c) in enumerate(zip(members, ready, strict=True)):
+        assert (await c.expect("ready"))["user"] == user
+        own = next(cid for pair, cid in cids.items() if user in pair)
+        page = await c.request(type="sync", convs={str(k): v for k, v in every_cid.items()})
+        assert sorted(page["gone"]) == sorted(set(every_cid) - {own}), (user, page)
+        sent = await c.request(type="send", cid=own, cmid=f"burst{i}", body="hi")
+        if user in (blocker, blocked):
+            assert (sent["type"], sent["code"]) == ("error", "blocked"), sent
+        else:
+            assert sent["type"] == "ack", sent
+    for c in ready:
+        await c.close()

@@ -238,7 +238,7 @@ async def test_no_cached_plan_of_a_node_scans_a_table_sequentially(
                     [b],
                     [1],
                 )
-            await con.fetch(ACCOUNT_SQL, a)
+            await con.fetch(ACCOUNT_SQL, [a])
             await con.fetch(SYNC_SQL, [cid], [0], 10, a)
     finally:
         await pool.close()
