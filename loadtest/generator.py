@@ -261,6 +261,8 @@ async def connect_one(
         client.run.errors[f"connect:{type(exc).__name__}"] += 1
     else:
         return True
+    if client.ready.done() and not client.ready.cancelled():
+        client.ready.exception()  # counted above: not "never retrieved"
     return False
 
 
