@@ -122,10 +122,13 @@ class Sampler:
             "sent": len(run.sent_at),
             "acked": len(run.acked),
             "delivered": run.delivered_count,
-            "delivered_per_s": round(
-                (run.delivered_count - last_delivered) / max(now - last_t, 1e-9), 1
+            # The interval's own rate and latencies: none in the first sample, which has no
+            # interval before it (nor latencies before the warm-up ends).
+            "delivered_per_s": (
+                round((run.delivered_count - last_delivered) / (now - last_t), 1)
+                if self.samples
+                else None
             ),
-            # The interval's own latencies (none in the first sample, or before warm-up ends).
             "delivery": asdict(Latency.of(deliveries)) if deliveries else None,
             "ack": asdict(Latency.of(acks)) if acks else None,
             "idle_held": self.idle.held(),

@@ -80,8 +80,10 @@ async def test_every_interval_is_sampled(record: dict[str, Any]) -> None:
     for s in samples:
         # The node holds at least its idle sockets and both members of each pair.
         assert s["node_fds"] >= IDLE + 2 * OPTIONS.pairs and s["node_rss_kb"] > 10_000
-        assert s["redis_used_memory"] > 0 and s["idle_held"] == IDLE
+        # The churn reconnects one socket at a time: at most one is down when sampled.
+        assert s["redis_used_memory"] > 0 and IDLE - 1 <= s["idle_held"] <= IDLE
         assert {"messages", "users", "conversations"} <= set(s["pg_tables"])
+    assert samples[0]["delivered_per_s"] is None and samples[0]["delivery"] is None
     later = samples[1:]
     assert all(s["delivery"]["n"] > 0 and s["ack"]["p99"] > 0 for s in later)
     assert all(0.5 * OPTIONS.rate <= s["delivered_per_s"] <= 1.5 * OPTIONS.rate for s in later)
