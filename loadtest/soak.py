@@ -27,7 +27,16 @@ import asyncpg
 from redis.asyncio import Redis
 
 from common.settings import Settings, get_settings
-from loadtest.generator import IdleSockets, Run, finish, idle_sockets, open_pairs, rss_kb, send
+from loadtest.generator import (
+    IdleSockets,
+    Run,
+    finish,
+    idle_sockets,
+    node_gc_pauses,
+    open_pairs,
+    rss_kb,
+    send,
+)
 from loadtest.report import Latency
 
 #: Every size query and Redis call is bounded: a stuck service must not stall the sampler.
@@ -84,6 +93,7 @@ class Sampler:
     """One row of figures every ``sample_s`` seconds while the soak sends."""
 
     node_pid: int
+    node_url: str
     chat: Run
     idle: IdleSockets
     churn: Churn
@@ -112,10 +122,14 @@ class Sampler:
         tables = await self.db.fetch(TABLE_SIZES, timeout=QUERY_TIMEOUT_S)
         memory = await asyncio.wait_for(self.redis.info("memory"), QUERY_TIMEOUT_S)
         keys = await asyncio.wait_for(self.redis.dbsize(), QUERY_TIMEOUT_S)
+        # The node's full collections so far: its policy runs them rarely, and cyclic garbage
+        # waits for them, so the RSS curve reads against this count.
+        pauses = await asyncio.to_thread(node_gc_pauses, self.node_url)
         return {
             "t_s": round(t_s, 1),
             "node_rss_kb": rss_kb(self.node_pid),
             "node_fds": len(os.listdir(f"/proc/{self.node_pid}/fd")),
+            "node_full_collections": int(pauses["2"][0]) if pauses and "2" in pauses else None,
             "redis_used_memory": int(memory["used_memory"]),
             "redis_keys": int(keys),
             "pg_tables": {str(r[0]): [int(r[1]), int(r[2])] for r in tables},
@@ -167,7 +181,7 @@ async def soak(
     churn = Churn()
     db = await asyncpg.connect(settings.asyncpg_dsn, timeout=QUERY_TIMEOUT_S)
     redis = Redis.from_url(settings.redis_url)
-    sampler = Sampler(node_pid, session.run, idle, churn, db, redis)
+    sampler = Sampler(node_pid, session.urls[0], session.run, idle, churn, db, redis)
     tasks = [
         asyncio.create_task(churn.run(idle, o.churn_per_s, o.duration_s)),
         asyncio.create_task(sampler.run(o.sample_s, o.duration_s)),

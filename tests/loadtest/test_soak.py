@@ -83,6 +83,7 @@ async def test_every_interval_is_sampled(record: dict[str, Any]) -> None:
         # The churn reconnects one socket at a time: at most one is down when sampled.
         assert s["redis_used_memory"] > 0 and IDLE - 1 <= s["idle_held"] <= IDLE
         assert {"messages", "users", "conversations"} <= set(s["pg_tables"])
+        assert s["node_full_collections"] >= 1  # the node's own, before it froze its heap
     assert samples[0]["delivered_per_s"] is None and samples[0]["delivery"] is None
     later = samples[1:]
     assert all(s["delivery"]["n"] > 0 and s["ack"]["p99"] > 0 for s in later)
@@ -123,6 +124,15 @@ def test_a_steady_climb_grows() -> None:
     assert verdict.verdict == "grows"
     assert verdict.growth > 0.05 and verdict.last_third_rise > 0.05
     assert (verdict.first, verdict.last) == (100.0, 158.0)
+
+
+def test_a_slow_straight_climb_grows_and_the_same_rise_slowing_down_does_not() -> None:
+    # The 30-minute soak's node RSS: 117 MB, +0.75 MB a minute, never slowing.
+    straight = [117.0 + 0.75 * i for i in range(31)]
+    assert level_off("rss", straight, 0.02).verdict == "grows"
+    # As much rise in the last third, but at a quarter of the middle third's pace.
+    slowing = [100.0 + 4 * min(i, 20) + (i - 20 if i > 20 else 0) for i in range(31)]
+    assert level_off("slowing", slowing, 0.02).verdict == "levels off"
 
 
 def test_a_climb_that_stops_before_the_last_third_levels_off() -> None:
