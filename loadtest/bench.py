@@ -31,11 +31,12 @@ from typing import Any, Final
 
 import uvloop
 
-from loadtest import discovery_population, stack
+from loadtest import discovery_population, soak_report, stack
 from loadtest.discovery import DiscoveryReport, measure
 from loadtest.generator import CONNECT_CONCURRENCY, chat_run, idle_run
 from loadtest.processes import Services, cpu_seconds, used
 from loadtest.report import ChatReport, IdleReport
+from loadtest.soak import SoakOptions, soak
 
 ROOT: Final = stack.ROOT
 DEFAULT_DB_URL: Final = "postgresql+asyncpg://mergemeet@127.0.0.1:55432/mergemeet"
@@ -318,6 +319,33 @@ class Bench:
         print("[discovery]", *report.lines(), sep="\n")
         return report
 
+    def soak(self) -> dict[str, Any]:
+        """The bounded soak (:mod:`loadtest.soak`) on one node, judged and plotted."""
+        a = self.args
+        options = SoakOptions(
+            duration_s=a.soak_minutes * 60,
+            rate=a.soak_rate,
+            pairs=a.soak_pairs,
+            idle=a.soak_idle,
+            churn_per_s=a.soak_churn,
+            sample_s=a.soak_sample_s,
+        )
+        with stack.running(self.node()) as (node,):
+            meter = CpuMeter([node.pid], self.services)
+            url = f"ws://127.0.0.1:{node.port}/"
+            record = uvloop.run(soak(options, urls=[url], node_pid=node.pid, on_window=meter.mark))
+        found = soak_report.verdicts(record["samples"])
+        record |= {"target": "mergemeet", "check": record["chat"]["check"], "cpu": meter.shares()}
+        record["verdicts"] = [v.as_dict() for v in found]
+        title = (
+            f"soak: {options.rate:.0f} msg/s over {options.pairs} pairs, {options.idle} idle"
+            f" sockets, {options.churn_per_s:g} reconnects/s, {a.soak_minutes:g} min"
+        )
+        soak_report.plot(record["samples"], found, Path(a.soak_plot), title)
+        self.runs["soak"] = [record]
+        print("[soak]", *soak_report.lines(record), f"  CPU share {record['cpu']}", sep="\n")
+        return record
+
     # -- the whole procedure ------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -441,6 +469,14 @@ class Bench:
             figures["discovery_requests_per_s"] = found.requests_per_s
             figures["discovery_gist_custom_plans"] = found.gist_used(found.custom_plans)
             figures["discovery_gist_generic_plans"] = found.gist_used(found.generic_plans)
+        if only is not None and "soak" in only:  # never part of a full bench: 30 minutes
+            record = self.soak()
+            figures["soak_check_ok"] = record["check"]["ok"]
+            figures["soak_delivered_per_s"] = record["chat"]["delivered_per_s"]
+            figures["soak_reconnects"] = record["idle"]["reconnects"]
+            figures["soak_growing"] = [
+                v["series"] for v in record["verdicts"] if v["verdict"] != "levels off"
+            ]
         self.results["machine"]["loadavg_end"] = os.getloadavg()
         self.results["figures"] = figures
         self.results["targets"] = TARGETS
@@ -532,7 +568,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma list: peak,latency,sweep,inflight,paced,idle,storm,capacity,two_nodes,"
-        "cross_node,moderation,discovery",
+        "cross_node,moderation,discovery,soak (soak only when named)",
     )
     p.add_argument(
         "--cross-node-rate",
@@ -540,6 +576,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=3000,
         help="offered msg/s of the cross_node figure (both layouts)",
     )
+    p.add_argument("--soak-minutes", type=float, default=30.0)
+    p.add_argument("--soak-rate", type=float, default=2000.0, help="offered msg/s")
+    p.add_argument("--soak-pairs", type=int, default=100)
+    p.add_argument("--soak-idle", type=int, default=5000, help="idle sockets")
+    p.add_argument("--soak-churn", type=float, default=10.0, help="idle reconnects per second")
+    p.add_argument("--soak-sample-s", type=float, default=60.0, help="seconds between samples")
+    p.add_argument("--soak-plot", default=str(ROOT / "docs" / "bench-soak.png"))
     p.add_argument(
         "--paced-rates",
         type=lambda text: [int(r) for r in text.split(",")],

@@ -233,10 +233,9 @@ class ChatClient:
         ws.send_many(frames)
 
 
-async def _connect_all(
+async def connect_all(
     clients: list[tuple[ChatClient, str, str]],
     sources: int,
-    run: Run,
     timeout_s: float,
     concurrency: int = CONNECT_CONCURRENCY,
 ) -> None:
@@ -244,39 +243,64 @@ async def _connect_all(
 
     async def one(index: int, client: ChatClient, url: str, token: str) -> None:
         async with gate:
-            try:
-                await client.connect(url, token, source_address(index, sources))
-                await asyncio.wait_for(asyncio.shield(client.ready), timeout_s)
-            except ConnectionError as exc:  # closed before ready: name the close code
-                run.errors[f"connect:{exc}"] += 1
-            except (OSError, TimeoutError, HandshakeError) as exc:
-                run.errors[f"connect:{type(exc).__name__}"] += 1
+            await connect_one(client, url, token, source_address(index, sources), timeout_s)
 
     await asyncio.gather(*(one(i, c, u, t) for i, (c, u, t) in enumerate(clients)))
 
 
-async def chat_run(
+async def connect_one(
+    client: ChatClient, url: str, token: str, source: str | None, timeout_s: float
+) -> bool:
+    """Connect ``client`` and wait until it is ready; a failure is counted in its run's errors."""
+    try:
+        await client.connect(url, token, source)
+        await asyncio.wait_for(asyncio.shield(client.ready), timeout_s)
+    except ConnectionError as exc:  # closed before ready: name the close code
+        client.run.errors[f"connect:{exc}"] += 1
+    except (OSError, TimeoutError, HandshakeError) as exc:
+        client.run.errors[f"connect:{type(exc).__name__}"] += 1
+    else:
+        return True
+    if client.ready.done() and not client.ready.cancelled():
+        client.ready.exception()  # counted above: not "never retrieved"
+    return False
+
+
+@dataclass
+class Session:
+    """A chat run's connected pairs and shared history, from :func:`open_pairs` to
+    :func:`finish` (a soak sends through the same session for as long as it runs)."""
+
+    target: str
+    urls: list[str]
+    pairs: list[population.Pair]
+    run: Run
+    live: list[ChatClient]
+    window: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """When a session sent: its start, when sending stopped, and the measured seconds."""
+
+    start: float
+    send_end: float
+    measured_s: float
+
+
+async def open_pairs(
     *,
     target: str,
     urls: Sequence[str],
     pairs: int,
     window: int,
-    duration_s: float,
     messages: int,
-    rate: float | None = None,
-    warmup_s: float = 1.0,
     body_chars: int = 32,
     spread: str = "same",
     sources: int = 1,
     settings: Settings | None = None,
-    drain_s: float = DRAIN_S,
-    on_window: Callable[[str], None] | None = None,
-) -> ChatReport:
-    """Run one bounded chat load and return the report (check included).
-
-    ``on_window`` is called with ``"start"`` just before the first send and ``"end"`` when
-    sending stops (the bench reads every process's CPU time there).
-    """
+) -> Session:
+    """Make ``pairs`` conversations, connect both members of each, keep the pairs that are."""
     settings = settings or get_settings()
     adapter = make_adapter(target)
     urls = [with_path(check_loopback(u), adapter.path) for u in urls]
@@ -292,7 +316,7 @@ async def chat_run(
         a = ChatClient(run, user=p.a, peer=p.b, cid=p.cid, index=2 * i, tag=tag)
         b = ChatClient(run, user=p.b, peer=p.a, cid=p.cid, index=2 * i + 1, tag=tag)
         clients += [(a, url_a, tokens[p.a]), (b, url_b, tokens[p.b])]
-    await _connect_all(clients, sources, run, timeout_s=30.0)
+    await connect_all(clients, sources, timeout_s=30.0)
     ok = {id(c) for c, _, _ in clients if c.ready.done() and not c.ready.exception()}
     # Only pairs whose two members are both connected send: a message to an absent member
     # could not be delivered, and the check would blame the server for it.
@@ -302,6 +326,24 @@ async def chat_run(
         if id(a[0]) in ok and id(b[0]) in ok
         for c in (a[0], b[0])
     ]
+    return Session(target, urls, made, run, live, window)
+
+
+async def send(
+    session: Session,
+    *,
+    duration_s: float,
+    rate: float | None = None,
+    warmup_s: float = 1.0,
+    drain_s: float = DRAIN_S,
+    on_window: Callable[[str], None] | None = None,
+) -> Window:
+    """Send for ``duration_s`` (as fast as the window allows, or at ``rate``/s), then drain.
+
+    ``on_window`` is called with ``"start"`` just before the first send and ``"end"`` when
+    sending stops (the bench reads every process's CPU time there).
+    """
+    run, live = session.run, session.live
     with _no_collector_pauses():
         if on_window is not None:
             on_window("start")
@@ -333,23 +375,33 @@ async def chat_run(
             if run.inflight <= 0 and not _undelivered(run):
                 break
             await asyncio.sleep(0.1)
-    for c in live:
+    return Window(start, send_end, measured_s)
+
+
+async def finish(
+    session: Session, sent: Window, *, rate: float | None, settings: Settings | None = None
+) -> ChatReport:
+    """Close the session's sockets, run the end-of-run check against PostgreSQL, report."""
+    settings = settings or get_settings()
+    run = session.run
+    for c in session.live:
         c.close()
-    stored = await population.stored_messages(settings.asyncpg_dsn, [p.cid for p in made])
+    cids = [p.cid for p in session.pairs]
+    stored = await population.stored_messages(settings.asyncpg_dsn, cids)
     check = check_run(acked=run.acked, delivered=run.delivered, stored=stored)
     return ChatReport(
-        target=target,
+        target=session.target,
         mode="peak" if rate is None else "rate",
-        nodes=len(urls),
-        pairs=pairs,
-        window=window,
+        nodes=len(session.urls),
+        pairs=len(session.pairs),
+        window=session.window,
         offered_rate=rate,
-        duration_s=round(send_end - start, 3),
+        duration_s=round(sent.send_end - sent.start, 3),
         sent=len(run.sent_at),
         acked=len(run.acked),
         delivered=run.delivered_count,
-        delivered_per_s=round(run.measured_delivered / measured_s, 1),
-        acked_per_s=round(run.measured_acked / measured_s, 1),
+        delivered_per_s=round(run.measured_delivered / sent.measured_s, 1),
+        acked_per_s=round(run.measured_acked / sent.measured_s, 1),
         send_to_ack=Latency.of(run.ack_lat),
         send_to_delivery=Latency.of(run.deliv_lat),
         release_lag=None if rate is None else Latency.of(run.release_lag),
@@ -357,6 +409,47 @@ async def chat_run(
         closes=dict(run.closes),
         check=check.summary(),
     )
+
+
+async def chat_run(
+    *,
+    target: str,
+    urls: Sequence[str],
+    pairs: int,
+    window: int,
+    duration_s: float,
+    messages: int,
+    rate: float | None = None,
+    warmup_s: float = 1.0,
+    body_chars: int = 32,
+    spread: str = "same",
+    sources: int = 1,
+    settings: Settings | None = None,
+    drain_s: float = DRAIN_S,
+    on_window: Callable[[str], None] | None = None,
+) -> ChatReport:
+    """Run one bounded chat load and return the report (check included): :func:`open_pairs`,
+    :func:`send`, :func:`finish`."""
+    session = await open_pairs(
+        target=target,
+        urls=urls,
+        pairs=pairs,
+        window=window,
+        messages=messages,
+        body_chars=body_chars,
+        spread=spread,
+        sources=sources,
+        settings=settings,
+    )
+    sent = await send(
+        session,
+        duration_s=duration_s,
+        rate=rate,
+        warmup_s=warmup_s,
+        drain_s=drain_s,
+        on_window=on_window,
+    )
+    return await finish(session, sent, rate=rate, settings=settings)
 
 
 @contextlib.contextmanager
@@ -464,20 +557,49 @@ def pause_growth(
     }
 
 
-async def idle_run(
+@dataclass
+class IdleSockets:
+    """Authenticated sockets that only listen: each entry a client, its URL and its token."""
+
+    run: Run
+    clients: list[tuple[ChatClient, str, str]]
+    users: list[int]
+    sources: int
+
+    def opened(self) -> int:
+        return sum(1 for c, _, _ in self.clients if c.ready.done() and not c.ready.exception())
+
+    def held(self) -> int:
+        return sum(1 for c, _, _ in self.clients if c.ws is not None and c.ws.open)
+
+    def close(self) -> None:
+        for c, _, _ in self.clients:
+            c.close()
+
+    async def connect(self, concurrency: int = CONNECT_CONCURRENCY) -> None:
+        """Open them all, ``concurrency`` handshakes at a time (failures in ``run.errors``)."""
+        await connect_all(self.clients, self.sources, timeout_s=60.0, concurrency=concurrency)
+
+    async def reconnect(self, index: int, timeout_s: float = 30.0) -> bool:
+        """Close socket ``index`` and open a fresh one for the same user, as a phone that
+        lost its network does; False (and counted in ``run.errors``) when it failed."""
+        old, url, token = self.clients[index]
+        old.close()
+        fresh = ChatClient(self.run, user=old.user, peer=0, cid=0, index=index, tag="idle")
+        self.clients[index] = (fresh, url, token)
+        source = source_address(index, self.sources)
+        return await connect_one(fresh, url, token, source, timeout_s)
+
+
+async def idle_sockets(
     *,
     target: str,
     urls: Sequence[str],
     connections: int,
-    node_pid: int,
     per_user: int = 10,
-    hold_s: float = 5.0,
-    settle_s: float = 2.0,
     settings: Settings | None = None,
-    concurrency: int = CONNECT_CONCURRENCY,
-) -> IdleReport:
-    """Open ``connections`` authenticated sockets (``concurrency`` handshakes at a time), hold
-    them, report the time to open them and the node's RSS growth."""
+) -> IdleSockets:
+    """Users and tokens for ``connections`` sockets, ``per_user`` to a user, not yet open."""
     settings = settings or get_settings()
     adapter = make_adapter(target)
     urls = [with_path(check_loopback(u), adapter.path) for u in urls]
@@ -496,29 +618,50 @@ async def idle_run(
         )
         for i in range(connections)
     ]
+    return IdleSockets(run, clients, users, sources)
+
+
+async def idle_run(
+    *,
+    target: str,
+    urls: Sequence[str],
+    connections: int,
+    node_pid: int,
+    per_user: int = 10,
+    hold_s: float = 5.0,
+    settle_s: float = 2.0,
+    settings: Settings | None = None,
+    concurrency: int = CONNECT_CONCURRENCY,
+) -> IdleReport:
+    """Open ``connections`` authenticated sockets (``concurrency`` handshakes at a time), hold
+    them, report the time to open them and the node's RSS growth."""
+    idle = await idle_sockets(
+        target=target, urls=urls, connections=connections, per_user=per_user, settings=settings
+    )
+    first_url = idle.clients[0][1]
     before = rss_kb(node_pid)
-    gc_before = await asyncio.to_thread(node_gc_pauses, urls[0])
+    gc_before = await asyncio.to_thread(node_gc_pauses, first_url)
     started = time.perf_counter()
-    await _connect_all(clients, sources, run, timeout_s=60.0, concurrency=concurrency)
+    await idle.connect(concurrency)
     open_s = time.perf_counter() - started
-    opened = sum(1 for c, _, _ in clients if c.ready.done() and not c.ready.exception())
+    opened = idle.opened()
     await asyncio.sleep(settle_s)
     after = rss_kb(node_pid)
+    run = idle.run
     run.sending = True  # closes from here on are counted
     await asyncio.sleep(hold_s)
-    held = sum(1 for c, _, _ in clients if c.ws is not None and c.ws.open)
-    gc_after = await asyncio.to_thread(node_gc_pauses, urls[0])
+    held = idle.held()
+    gc_after = await asyncio.to_thread(node_gc_pauses, first_url)
     run.sending = False
-    for c, _, _ in clients:
-        c.close()
+    idle.close()
     await asyncio.sleep(0.5)
     return IdleReport(
         target=target,
         requested=connections,
         opened=opened,
         held=held,
-        users=len(users),
-        sources=sources,
+        users=len(idle.users),
+        sources=idle.sources,
         rss_before_kb=before,
         rss_after_kb=after,
         rss_per_connection_kb=round((after - before) / max(opened, 1), 2),
