@@ -10,7 +10,11 @@ has one. So the tags are chosen by what must be touched together:
   A user's keys never need another user's, but the broker looks up the routes of a whole tick's
   recipients: grouped by tag, that is at most ``USER_SLOTS`` single-slot script calls in one
   pipeline, whatever the number of recipients (a larger ``USER_SLOTS`` spreads users over more
-  cluster shards and makes more calls per tick). Changing it renames every user key.
+  cluster shards and makes more calls per tick). Changing it renames every user key. It is 1
+  while the only supported deployment is one Redis: every user key then carries ``{u0}``, the
+  routes lookup is one script call a tick, and a cluster would keep all users' keys on one
+  shard. 16 tags cost the node +26 µs per message at a paced 3,000 msg/s (121.7 → 147.7,
+  BENCHMARKS.md, *The routes lookup per hash slot*); raise it with the cluster client.
 - ``{node:<id>}``: one node's delivery stream and the users it hosts (one script call per
   other node's stream).
 - ``{nodes}``: the node registry, ``mm:{nodes}`` and each heartbeat: written in one MULTI and
@@ -37,7 +41,7 @@ from redis.asyncio import Redis
 PREFIX: Final = "mm:"
 TOKEN_VERSION_TTL_S: Final = 7 * 24 * 3600
 #: How many hash slots the users' keys are spread over (see the module docstring).
-USER_SLOTS: Final = 16
+USER_SLOTS: Final = 1
 #: Sorted set: node id -> last heartbeat (epoch seconds).
 NODES: Final = "mm:{nodes}"
 #: The safety events stream (:mod:`common.events`).

@@ -6,7 +6,7 @@ node's heartbeat, so a dead node's routes expire by themselves. :meth:`RedisBrok
 awaits: deliveries queue and one publisher task sends everything queued since its last round trip
 together. It costs one pipeline per tick, whatever the number of deliveries: the routes script
 reads the routes of the tick's distinct recipients and answers only for users with a route on
-another node, one call per users' hash tag (at most ``USER_SLOTS`` calls, each in one slot:
+another node, one call per users' hash tag (at most ``USER_SLOTS``, one today, each in one slot:
 :mod:`common.rediskeys`). When all of them are here (the common case on one node) that is all;
 otherwise one more pipeline XADDs, with one script call per other node's stream, one entry per
 delivery and node (recipient ids + the frame, encoded once), in publish order. The routes are read
