@@ -33,7 +33,7 @@ PostgreSQL" (the reader fills it in).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -59,7 +59,16 @@ def user_group(user_id: int) -> int:
 
 def user_tag(user_id: int) -> str:
     """The hash tag of every key of ``user_id``."""
-    return f"{{u{user_id % USER_SLOTS}}}"
+    return f"{{u{user_group(user_id)}}}"
+
+
+def by_user_group(users: Iterable[int]) -> list[list[int]]:
+    """``users`` split by the tag their keys carry, each part in the order given: one
+    single-slot command or script call per part."""
+    groups: dict[int, list[int]] = {}
+    for user in users:
+        groups.setdefault(user_group(user), []).append(user)
+    return list(groups.values())
 
 
 def _user(user_id: int, what: str) -> str:
@@ -142,16 +151,14 @@ async def get_token_version(redis: Redis, user_id: int) -> int | None:
 async def get_token_versions(redis: Redis, user_ids: list[int]) -> dict[int, int | None]:
     """Several users' cached versions (None where Redis holds none): one MGET per users' hash
     tag, the MGETs in one pipeline, so each multi-key command stays in one slot."""
-    groups: dict[int, list[int]] = {}
-    for user in user_ids:
-        groups.setdefault(user_group(user), []).append(user)
+    groups = by_user_group(user_ids)
     async with redis.pipeline(transaction=False) as pipe:
-        for members in groups.values():
+        for members in groups:
             pipe.mget([token_version_key(user) for user in members])
         replies = await pipe.execute()
     return {
         user: None if value is None else int(value)
-        for members, values in zip(groups.values(), replies, strict=True)
+        for members, values in zip(groups, replies, strict=True)
         for user, value in zip(members, values, strict=True)
     }
 

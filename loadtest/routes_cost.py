@@ -16,19 +16,17 @@ import uvloop
 from redis.asyncio import Redis
 
 from common.redisedge import Call, eval_scripts
-from common.rediskeys import route_key, user_group
+from common.rediskeys import by_user_group, route_key
 from realtime.broker import ROUTES, ROUTES_LUA
 
 SIZES = (1, 2, 8, 32, 200)
 
 
 def grouped(users: list[int]) -> list[Call]:
-    groups: dict[int, list[int]] = {}
-    for user in users:
-        groups.setdefault(user_group(user), []).append(user)
     now = str(time.time())
     return [
-        (ROUTES, [route_key(u) for u in members], (now, "me", 0)) for members in groups.values()
+        (ROUTES, [route_key(u) for u in members], (now, "me", 0))
+        for members in by_user_group(users)
     ]
 
 

@@ -36,12 +36,12 @@ from redis.asyncio import Redis
 from common import cluster, wire
 from common.redisedge import REDIS_FAILURES, Arg, Call, LuaScript, eval_scripts
 from common.rediskeys import (
+    by_user_group,
     delivery_stream,
     get_token_versions,
     route_key,
     set_token_version,
     stream_entries,
-    user_group,
 )
 from realtime.coalesce import Coalescer, CoalescerClosed
 
@@ -331,9 +331,7 @@ class RedisBroker:
         users = dict.fromkeys(u for recipients, *_ in batch for u in recipients)
         if watched:
             users = dict.fromkeys([*watched, *users])
-        groups: dict[int, list[int]] = {}
-        for user in users:
-            groups.setdefault(user_group(user), []).append(user)
+        groups = by_user_group(users)
         now, node_id = str(time.time()), self.node_id
         calls: list[Call] = [
             (
@@ -341,12 +339,12 @@ class RedisBroker:
                 [route_key(u) for u in members],
                 (now, node_id, sum(u in watched for u in members) if watched else 0),
             )
-            for members in groups.values()
+            for members in groups
         ]
         replies = await eval_scripts(self.redis, calls)
         elsewhere: dict[int, list[bytes]] = {}
         nowhere: set[int] = set()
-        for members, reply in zip(groups.values(), replies, strict=True):
+        for members, reply in zip(groups, replies, strict=True):
             for i in range(0, len(reply), 2):
                 user = members[int(reply[i]) - 1]
                 if reply[i + 1]:
