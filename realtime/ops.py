@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from common.redisclient import RedisClient
 from common.redisedge import REDIS_FAILURES
 from common.settings import Settings
 from realtime.batch import BatchWriter
@@ -61,7 +61,7 @@ def text(status: http.HTTPStatus, body: str) -> Response:
 class Ops:
     """The node's HTTP routes; ``fallback`` answers every other request (Origin check)."""
 
-    redis: Redis
+    redis: RedisClient
     pool: asyncpg.Pool[asyncpg.Record]
     broker: RedisBroker
     registry: CollectorRegistry
