@@ -281,7 +281,7 @@ def _redis_cli(port: int, *args: str) -> str:
     return result.stdout
 
 
-def _cluster_state(port: int) -> dict[str, str]:
+def cluster_state(port: int) -> dict[str, str]:
     """``CLUSTER INFO`` of one node as a dict (empty if it does not answer)."""
     try:
         info = _redis_cli(port, "cluster", "info")
@@ -333,10 +333,10 @@ def start_cluster_node(port: int) -> None:
     _wait_port(port, f"Redis Cluster node {port}")
 
 
-def _wait_cluster_ok(seconds: float = 30.0) -> None:
+def wait_cluster_ok(seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        states = [_cluster_state(port) for port in cluster_ports()]
+        states = [cluster_state(port) for port in cluster_ports()]
         if all(state.get("cluster_state") == "ok" for state in states):
             return
         time.sleep(0.2)
@@ -347,7 +347,7 @@ def start_cluster() -> None:
     """Start the six nodes (idempotent); create the cluster once, when its nodes know no other."""
     for port in cluster_ports():
         start_cluster_node(port)
-    if _cluster_state(CLUSTER_PORT).get("cluster_known_nodes") == "1":
+    if cluster_state(CLUSTER_PORT).get("cluster_known_nodes") == "1":
         _log("creating the Redis Cluster (3 masters, 3 replicas)")
         subprocess.run(
             [
@@ -362,7 +362,7 @@ def start_cluster() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-    _wait_cluster_ok()
+    wait_cluster_ok()
     _log(f"Redis Cluster up on 127.0.0.1:{CLUSTER_PORT}-{cluster_ports()[-1]}: {cluster_url()}")
 
 

@@ -176,7 +176,9 @@ class RedisEdge(Edge):
             await self.redis.zadd(route_key(user), {node_id: time.time() + TTL})
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=["memory", pytest.param("redis", marks=[pytest.mark.integration, pytest.mark.cluster])]
+)
 async def edge(request: pytest.FixtureRequest) -> AsyncIterator[Edge]:
     built: Edge = MemoryEdge() if request.param == "memory" else RedisEdge()
     yield built
