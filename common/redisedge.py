@@ -167,7 +167,8 @@ async def _packed_on_node(
     except BaseException as exc:
         await connection.disconnect()
         if isinstance(exc, (ConnectionError, RedisTimeoutError, OSError)):
-            # The node may be gone (its replica taking over): the next call refreshes the map.
+            # The node may be gone (its replica taking over): the next call refreshes the map,
+            # as the client's own commands ask after a connection error (redis-py >= 8.2).
             redis._request_refresh(last_failed_node_name=node.name)
         raise
     finally:
