@@ -409,6 +409,10 @@ def status() -> int:
     pg, redis = _port_open(PG_PORT), _port_open(REDIS_PORT)
     _log(f"PostgreSQL 127.0.0.1:{PG_PORT} {'up' if pg else 'down'}")
     _log(f"Redis 127.0.0.1:{REDIS_PORT} {'up' if redis else 'down'}")
+    if CLUSTER_DIR.exists():
+        up = [port for port in cluster_ports() if _port_open(port)]
+        state = cluster_state(up[0]).get("cluster_state", "?") if up else "down"
+        _log(f"Redis Cluster {len(up)}/{len(cluster_ports())} nodes up, state {state}")
     return 0 if pg and redis else 1
 
 

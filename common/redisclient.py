@@ -61,3 +61,13 @@ def redis_client(
         max_connections=CLUSTER_MAX_CONNECTIONS_PER_NODE,
         **options,
     )
+
+
+async def ping(redis: RedisClient) -> None:
+    """Raise unless Redis answers: one Redis's ``PING``; on a cluster, the client's default
+    node's (redis-py's own ``PING`` asks every node, so one shard failing over would make every
+    process unready at once, while the others serve)."""
+    if isinstance(redis, RedisCluster):
+        await redis.ping(target_nodes=RedisCluster.DEFAULT_NODE)
+    else:
+        await redis.ping()
