@@ -9,7 +9,7 @@ import time
 from redis.asyncio import RedisCluster
 
 from common.redisclient import RedisClient
-from common.redisedge import eval_scripts
+from common.redisedge import Call, eval_scripts
 from common.rediskeys import (
     by_user_group,
     delivery_stream,
@@ -49,7 +49,7 @@ async def test_a_stale_slot_map_is_followed_and_no_call_runs_twice(redis: RedisC
         slot = redis.keyslot(stream)
         wrong = next(n for n in redis.get_primaries() if n != owners[stream])
         redis.nodes_manager.slots_cache[slot] = [wrong]
-    calls = [(XADD, [s], [1000, b"1", b"f", b"0:0", s.encode()]) for s in streams]
+    calls: list[Call] = [(XADD, [s], [1000, b"1", b"f", b"0:0", s.encode()]) for s in streams]
     assert await eval_scripts(redis, calls) == [1] * len(streams)
     for stream in streams:
         assert await redis.xlen(stream) == 1  # ran once, on its owner
