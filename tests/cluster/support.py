@@ -4,19 +4,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import time
+
+from redis.crc import key_slot
 
 from common import devservices
 from common.redisclient import RedisClient
 from tests.support import TICK
 
 
+def _cluster_nodes() -> str:
+    """``CLUSTER NODES`` from the first node that answers (a killed one may be any of them)."""
+    for port in devservices.cluster_ports():
+        with contextlib.suppress(subprocess.CalledProcessError):
+            return devservices._redis_cli(port, "cluster", "nodes")
+    raise AssertionError("no cluster node answers")
+
+
 def master_port_of(key: str) -> int:
     """The port of the master serving ``key``'s slot now (asked of the cluster itself)."""
-    slot = int(devservices._redis_cli(devservices.CLUSTER_PORT, "cluster", "keyslot", key))
-    for line in devservices._redis_cli(devservices.CLUSTER_PORT, "cluster", "nodes").splitlines():
+    slot = key_slot(key.encode())
+    for line in _cluster_nodes().splitlines():
         fields = line.split()
         if "master" not in fields[2] or "fail" in fields[2]:
             continue

@@ -10,12 +10,15 @@ The cross-node, presence, safety and token tests of the usual suite also run her
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from common.redisclient import RedisClient
@@ -34,6 +37,17 @@ FAST = {k: FAULT_ENV[k] for k in ("MM_REALTIME_IO_TIMEOUT_S", "MM_PRESENCE_TTL_S
 
 def ws(proc: ServiceProcess) -> str:
     return f"ws://127.0.0.1:{proc.port}/"
+
+
+async def probe_readyz(procs: list[ServiceProcess], statuses: Counter[tuple[int, int]]) -> None:
+    """Count each node's ``/readyz`` answers until cancelled."""
+    async with httpx.AsyncClient(timeout=20 * TICK) as http:
+        while True:
+            for proc in procs:
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await http.get(f"http://127.0.0.1:{proc.port}/readyz")
+                    statuses[(proc.port, answer.status_code)] += 1
+            await asyncio.sleep(2 * TICK)
 
 
 async def test_users_spread_over_the_shards_and_chat_across_nodes_and_shards(
@@ -105,13 +119,16 @@ async def test_a_master_killed_mid_run_loses_nothing_acked_and_delivery_resumes(
     # The victim: the master of node a's delivery stream (so cross-node delivery must move).
     stream = delivery_stream(f"ma-{a.port}")
     victim = master_port_of(stream)
+    b_stream_on_victim = master_port_of(delivery_stream(f"mb-{b.port}")) == victim
     restarted = False
+    statuses: Counter[tuple[int, int]] = Counter()
     workload.start()
     try:
         await workload.wait_connected()
         await asyncio.sleep(20 * TICK)
         crossed_before = sum(across for *_, across in history.deliveries)
         killed_at = time.monotonic()
+        probing = asyncio.create_task(probe_readyz([a, b], statuses))
         kill_9(victim)
         # PostgreSQL is up: sends keep committing and being acked while the shard fails over.
         await workload.acks_since(killed_at, 10)
@@ -121,6 +138,7 @@ async def test_a_master_killed_mid_run_loses_nothing_acked_and_delivery_resumes(
             while not any(t > took_over_at and across for t, *_, across in history.deliveries):
                 await asyncio.sleep(TICK)
         resumed = min(t for t, *_, across in history.deliveries if across and t > took_over_at)
+        probing.cancel()
         restart(victim)  # back as a replica of the new master
         restarted = True
         await asyncio.sleep(10 * TICK)
@@ -139,8 +157,14 @@ async def test_a_master_killed_mid_run_loses_nothing_acked_and_delivery_resumes(
         acked_while_failing_over=sum(killed_at < t < took_over_at for t in history.ack_times),
         replica_took_over_after_s=round(took_over_at - killed_at, 2),
         cross_node_resumed_after_takeover_s=round(resumed - took_over_at, 2),
+        node_readyz_during_failover={f"{port}:{code}": n for (port, code), n in statuses.items()},
+        b_stream_on_the_lost_shard=b_stream_on_victim,
     )
     assert crossed_before > 0, "nothing crossed nodes before the kill"
     assert not verdict.problems, f"{verdict.problems} ({verdict.summary()})"
     assert verdict.acked == verdict.attempted == verdict.stored, verdict.summary()
     assert resumed - took_over_at < 400 * TICK
+    # Readiness: node a's own stream was on the lost shard (its reader fails until the replica
+    # takes over); node b's, if elsewhere, kept it ready: Redis's PING asks one reachable node.
+    if not b_stream_on_victim:
+        assert statuses[(b.port, 200)] > 0 and statuses[(b.port, 503)] == 0, statuses
