@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 import msgspec
-from redis.asyncio import Redis
 
+from common.redisclient import RedisClient
 from common.rediskeys import NODES, as_text, node_key
 
 
@@ -32,7 +32,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(NodeInfo)
 
 
-async def publish_heartbeat(redis: Redis, info: NodeInfo, *, ttl_s: float) -> None:
+async def publish_heartbeat(redis: RedisClient, info: NodeInfo, *, ttl_s: float) -> None:
     """Write this node's heartbeat in one round trip; the hash expires by itself after ``ttl_s``."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(node_key(info.id), _encoder.encode(info), px=int(ttl_s * 1000))
@@ -40,7 +40,7 @@ async def publish_heartbeat(redis: Redis, info: NodeInfo, *, ttl_s: float) -> No
         await pipe.execute()
 
 
-async def remove_node(redis: Redis, node_id: str) -> None:
+async def remove_node(redis: RedisClient, node_id: str) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(node_key(node_id))
         pipe.zrem(NODES, node_id)
@@ -48,7 +48,7 @@ async def remove_node(redis: Redis, node_id: str) -> None:
 
 
 async def live_nodes(
-    redis: Redis, *, stale_after_s: float, now: float | None = None
+    redis: RedisClient, *, stale_after_s: float, now: float | None = None
 ) -> list[NodeInfo]:
     """Nodes whose last heartbeat is younger than ``stale_after_s``, by id."""
     now = time.time() if now is None else now
@@ -60,7 +60,9 @@ async def live_nodes(
     return sorted(nodes, key=lambda node: node.id)
 
 
-async def prune_dead_nodes(redis: Redis, *, stale_after_s: float, now: float | None = None) -> int:
+async def prune_dead_nodes(
+    redis: RedisClient, *, stale_after_s: float, now: float | None = None
+) -> int:
     """Forget nodes with no heartbeat for ``stale_after_s``; return how many were removed."""
     now = time.time() if now is None else now
     removed: int = await redis.zremrangebyscore(NODES, "-inf", now - stale_after_s)

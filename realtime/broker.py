@@ -31,9 +31,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal, Protocol
 
-from redis.asyncio import Redis
-
 from common import cluster, wire
+from common.redisclient import redis_client
 from common.redisedge import REDIS_FAILURES, Arg, Call, LuaScript, eval_scripts
 from common.rediskeys import (
     by_user_group,
@@ -177,14 +176,14 @@ class RedisBroker:
         self.route_ttl_s, self.timeout_s, self.block_ms = route_ttl_s, timeout_s, block_ms
         self.local_users, self.stats, self.load = local_users, stats, load
         self.stream = delivery_stream(node_id)
-        self.redis = Redis.from_url(
+        self.redis = redis_client(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             client_name=f"rt:{node_id}",
         )
         # XREAD BLOCK holds its connection: a client of its own, with a longer socket timeout.
-        self._reader = Redis.from_url(
+        self._reader = redis_client(
             url,
             socket_timeout=block_ms / 1000 + timeout_s,
             socket_connect_timeout=timeout_s,

@@ -18,9 +18,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-
+from common.redisclient import AnyPipeline as Pipeline
+from common.redisclient import RedisClient
 from common.redisedge import REDIS_FAILURES, LuaScript, eval_scripts
 from common.rediskeys import (
     NODES,
@@ -103,7 +102,7 @@ class PresenceBackend(Protocol):
 class RedisPresence:
     """:class:`PresenceBackend` on Redis (see the module docstring)."""
 
-    def __init__(self, redis: Redis, *, node_id: str, ttl_s: float, timeout_s: float) -> None:
+    def __init__(self, redis: RedisClient, *, node_id: str, ttl_s: float, timeout_s: float) -> None:
         self.redis, self.node_id, self.ttl_s, self.timeout_s = redis, node_id, ttl_s, timeout_s
         self._held = node_users_key(node_id)
 
