@@ -189,7 +189,8 @@ class RedisBroker:
             socket_connect_timeout=timeout_s,
             client_name=f"rt:{node_id}:reader",
         )
-        self._versions: Coalescer[int, int | None] = Coalescer(
+        #: The token-version reads of sockets authenticating at once, one MGET per batch.
+        self.version_reads: Coalescer[int, int | None] = Coalescer(
             self._read_versions, max_batch=VERSION_BATCH, max_in_flight=VERSION_CALLS
         )
         self._pending: list[_Pending] = []
@@ -213,7 +214,7 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Stop the loops, withdraw this node's routes and heartbeat, close the clients."""
-        await self._versions.close()
+        await self.version_reads.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -270,7 +271,7 @@ class RedisBroker:
         """The cached version (None when Redis holds none), read by an MGET shared with the
         other sockets authenticating at this moment and started after this call."""
         try:
-            return await self._versions.get(user_id)
+            return await self.version_reads.get(user_id)
         except CoalescerClosed as exc:
             raise BrokerUnavailable("closed") from exc
 

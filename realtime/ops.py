@@ -189,6 +189,10 @@ class NodeOps:
             delivery_received=lambda: broker.received,
             publish_dropped=lambda: broker.dropped,
             draining=lambda: ops.draining,
+            connect_reads=lambda: {
+                "accounts": (node.store.accounts.calls, node.store.accounts.keys),
+                "token_versions": (broker.version_reads.calls, broker.version_reads.keys),
+            },
         )
         registry = build_registry(gauges)
         ops = Ops(broker.redis, pool, broker, registry, fallback, settings.realtime_io_timeout_s)
