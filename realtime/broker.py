@@ -44,6 +44,7 @@ from redis.asyncio import Redis
 from common import cluster, wire
 from common.redisedge import REDIS_FAILURES, Arg, Call, LuaScript, eval_scripts
 from common.rediskeys import (
+    NODES,
     by_user_group,
     delivery_stream,
     get_token_versions,
@@ -160,6 +161,9 @@ class Broker(Protocol):
     #: How many times a heartbeat found this node's lease gone (the first one included) and
     #: wrote every local route again.
     regained: int
+    @property
+    def leased(self) -> bool:
+        """The last heartbeat renewed the lease (and wrote the routes again if it had gone)."""
 
     def start(self) -> None: ...
 
@@ -205,8 +209,9 @@ class RedisBroker:
         self.route_ttl_s, self.timeout_s, self.block_ms = route_ttl_s, timeout_s, block_ms
         self.local_users, self.stats, self.load = local_users, stats, load
         self.stream = delivery_stream(node_id)
-        self.live = LiveNodes(node_id)
+        self.live = LiveNodes(node_id, stale_after_s=route_ttl_s / 2)
         self.regained = 0
+        self._leased = False  # the last heartbeat found (or wrote) this node's lease
         # Users whose route write failed: the next heartbeat writes or removes their route.
         self._unsynced: set[int] = set()
         self.redis = Redis.from_url(
@@ -261,6 +266,10 @@ class RedisBroker:
         await self._reader.aclose()
 
     @property
+    def leased(self) -> bool:
+        return self._leased
+
+    @property
     def reading(self) -> bool:
         """The delivery-stream reader task is running."""
         return bool(self._tasks) and not self._tasks[0].done()
@@ -296,6 +305,10 @@ class RedisBroker:
             return
         written = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
+            if not self._leased:
+                # No lease yet (or lost): registered all the same, so that if this node never
+                # gets one, a reaper still finds it (its score alone ages; NX keeps a newer one).
+                pipe.zadd(NODES, {self.node_id: written}, nx=True)
             pipe.sadd(node_users_key(self.node_id), *users)
             for user in users:
                 pipe.zadd(route_key(user), {self.node_id: written})
@@ -372,7 +385,7 @@ class RedisBroker:
         if watched:
             users = dict.fromkeys([*watched, *users])
         groups = by_user_group(users)
-        node_id, live = self.node_id, self.live
+        node_id, live, now = self.node_id, self.live, time.time()
         calls: list[Call] = [
             (
                 ROUTES,
@@ -390,7 +403,7 @@ class RedisBroker:
                 nodes = [
                     node.encode()
                     for node, written in route_members(reply[i + 1])
-                    if live.alive(node, written)
+                    if live.alive(node, written, now)
                 ]
                 if nodes:
                     elsewhere[user] = nodes
@@ -471,6 +484,7 @@ class RedisBroker:
         """Renew the lease (O(1) writes); write every local route again if it had lapsed, else
         only the routes whose write failed; read which nodes hold a lease (O(nodes))."""
         info = self._node_info()
+        self._leased = False  # until this renewal answers (and the routes are back)
         held = await asyncio.wait_for(
             cluster.renew_lease(self.redis, info, ttl_s=self.route_ttl_s), self.timeout_s
         )
@@ -483,7 +497,8 @@ class RedisBroker:
                 await asyncio.wait_for(self._write_routes(chunk), self.timeout_s)
             self._unsynced.clear()
             self.regained += 1
-        elif self._unsynced:
+        self._leased = True
+        if self._unsynced:
             await self._sync_routes()
         await asyncio.wait_for(self.live.refresh(self.redis), self.timeout_s)
 

@@ -83,6 +83,7 @@ class MemoryBroker:
         self._pending: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
         self.published = self.received = self.regained = 0
+        self.leased = False
         state.brokers[node_id] = self
 
     def start(self) -> None:
@@ -166,6 +167,7 @@ class MemoryBroker:
             state.brokers[self.node_id] = self
             state.add_routes(self.node_id, self.local_users())
             self.regained += 1
+        self.leased = True
 
 
 class MemoryPresence:

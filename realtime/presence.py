@@ -222,7 +222,7 @@ class Presence:
             self._wake.clear()
             try:
                 await self._settle_due(time.time())
-                if self.broker.regained != self._regained:
+                if self.broker.regained != self._regained and self.broker.leased:
                     await self._rejoin(self.broker.regained)
                 now = time.monotonic()
                 if now - last_reap >= reap_every:
@@ -251,7 +251,8 @@ class Presence:
     async def _rejoin(self, regained: int) -> None:
         """The broker wrote this node's routes again after its lease lapsed: list the users
         held here again, and announce online those no longer shown (a reaper may have
-        announced them offline meanwhile). O(users), once per lease regained."""
+        announced them offline meanwhile). O(users), once per lease regained; a failed one is
+        tried again once the broker holds its lease again (its routes first, then this)."""
         hosted = list(self.hub.users())
         held = {*hosted, *self._pending}
         shown = await self.backend.rejoin(held, hosted) if held else []

@@ -125,7 +125,7 @@ class RedisPresence:
         self.redis, self.node_id, self.ttl_s, self.timeout_s = redis, node_id, ttl_s, timeout_s
         self._held = node_users_key(node_id)
         # The broker's view (refreshed by its heartbeat) when shared; else refreshed here.
-        self.live = live or LiveNodes(node_id)
+        self.live = live or LiveNodes(node_id, stale_after_s=ttl_s / 2)
 
     async def _call(self, work: Awaitable[T]) -> T:
         try:
@@ -156,7 +156,7 @@ class RedisPresence:
         await self._call(self.redis.set(grace_key(user), b"1", px=int(seconds * 1000)))
 
     async def states(self, users: Sequence[int], now: float) -> list[tuple[bool, int]]:
-        if self.live.age(now) > self.ttl_s / 2:  # no heartbeat refreshed it lately
+        if self.live.age(now) > self.live.stale_after_s:  # no heartbeat refreshed it lately
             await self._call(self.live.refresh(self.redis))
 
         def fill(pipe: Pipeline) -> None:
@@ -169,7 +169,7 @@ class RedisPresence:
         live = self.live
         return [
             (
-                live.any_alive((as_text(n), float(w)) for n, w in replies[i])
+                live.any_alive(((as_text(n), float(w)) for n, w in replies[i]), now)
                 or bool(replies[i + 1]),
                 int(replies[i + 2] or 0),
             )
