@@ -161,6 +161,7 @@ class Broker(Protocol):
     #: How many times a heartbeat found this node's lease gone (the first one included) and
     #: wrote every local route again.
     regained: int
+
     @property
     def leased(self) -> bool:
         """The last heartbeat renewed the lease (and wrote the routes again if it had gone)."""
