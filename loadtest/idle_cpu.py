@@ -7,8 +7,8 @@ in two layouts of the same sockets:
 
 - ``users``: one socket per user, so every socket is a hosted user (routes, presence, lease);
 - ``sockets``: 100 sockets per user, so the same sockets carry 1 % of the users: what is left
-  is the per-socket cost (WebSocket keepalive pings, every 20 s per socket, and their timers)
-  plus the node's fixed loops.
+  is the per-socket cost (WebSocket keepalive pings, every ``MM_HEARTBEAT_S`` = 15 s per
+  socket, and their timers) plus the node's fixed loops.
 
 Per hosted user per 10 s: ``users`` CPU / users (everything included), and the per-user part
 alone = (``users`` - ``sockets``) / (the difference in users). With ``--baseline-src`` each
