@@ -8,10 +8,12 @@ export MM_DEV_PG_PORT ?= 55432
 export MM_DEV_REDIS_PORT ?= 56379
 export MM_DATABASE_URL ?= postgresql+asyncpg://mergemeet@127.0.0.1:$(MM_DEV_PG_PORT)/mergemeet
 export MM_REDIS_URL ?= redis://127.0.0.1:$(MM_DEV_REDIS_PORT)/0
+# The local Redis Cluster's first port (6 nodes from here; `make test` starts it).
+export MM_DEV_CLUSTER_PORT ?= 57001
 API_URL = http://$${MM_API_HOST:-127.0.0.1}:$${MM_API_PORT:-8000}
 WS_URL = ws://$${MM_REALTIME_HOST:-127.0.0.1}:$${MM_REALTIME_PORT:-8765}
 
-.PHONY: install services migrate seed run test test-unit lint format types stop bench loadtest browser
+.PHONY: install services cluster migrate seed run test test-cluster test-unit lint format types stop bench loadtest browser
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import ensurepip, venv' 2>/dev/null || { \
@@ -50,8 +52,18 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium is missing for tests/browser: sudo apt-get install -y chromium"; fi; }
 
+# Everything on one Redis, then the `cluster` marker set again on the local Redis Cluster
+# (tests/cluster/conftest.py says which tests; its own database, so the two runs never mix).
 test: install services browser
 	$(BIN)/pytest
+	@$(MAKE) --no-print-directory test-cluster
+
+cluster:
+	@$(PY) -m common.devservices start-cluster
+
+test-cluster: install services cluster
+	MM_REDIS_URL="$$($(PY) -m common.devservices cluster-url)" \
+	  MM_TEST_DATABASE="$${MM_TEST_DATABASE:-mergemeet_test}_cluster" $(BIN)/pytest -m cluster
 
 # The tests that need no service (tests/conftest.py marks the others `integration`): no
 # PostgreSQL, Redis, browser or server process is started or needed. Run it between edits.

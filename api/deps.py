@@ -13,12 +13,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import Forbidden, NotAuthenticated
 from api.state import AppState
 from common.models import User
+from common.redisclient import RedisClient
 from common.settings import Settings
 from common.tokens import TokenError, verify_token
 
@@ -40,11 +40,11 @@ def get_settings_dep(state: StateDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_redis(state: StateDep) -> Redis:
+def get_redis(state: StateDep) -> RedisClient:
     return state.redis
 
 
-RedisDep = Annotated[Redis, Depends(get_redis)]
+RedisDep = Annotated[RedisClient, Depends(get_redis)]
 
 
 async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:

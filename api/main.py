@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.routes import (
@@ -33,6 +32,7 @@ from api.services.housekeeping import run_housekeeping
 from api.state import AppState
 from common.db import make_engine, make_sessionmaker
 from common.logs import setup_logging
+from common.redisclient import redis_client
 from common.settings import Settings, get_settings
 from common.tokens import keyset_from_settings
 
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(settings.log_level)
         engine = make_engine(settings)
-        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        redis = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         app.state.mm = AppState(
             settings=settings,
             engine=engine,

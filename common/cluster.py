@@ -16,8 +16,8 @@ from __future__ import annotations
 import time
 
 import msgspec
-from redis.asyncio import Redis
 
+from common.redisclient import RedisClient
 from common.redisedge import LuaScript, eval_scripts
 from common.rediskeys import NODES, as_text, node_key
 
@@ -50,7 +50,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(NodeInfo)
 
 
-async def publish_heartbeat(redis: Redis, info: NodeInfo, *, ttl_s: float) -> None:
+async def publish_heartbeat(redis: RedisClient, info: NodeInfo, *, ttl_s: float) -> None:
     """Write this node's heartbeat in one round trip; the hash expires by itself after ``ttl_s``."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(node_key(info.id), _encoder.encode(info), px=int(ttl_s * 1000))
@@ -58,7 +58,7 @@ async def publish_heartbeat(redis: Redis, info: NodeInfo, *, ttl_s: float) -> No
         await pipe.execute()
 
 
-async def renew_lease(redis: Redis, info: NodeInfo, *, ttl_s: float) -> bool:
+async def renew_lease(redis: RedisClient, info: NodeInfo, *, ttl_s: float) -> bool:
     """Write this node's heartbeat (its lease, for ``ttl_s``) in one round trip; False when the
     key had gone (the node's first heartbeat, or its lease lapsed and others may have reaped
     it: the caller registers its users again)."""
@@ -68,7 +68,7 @@ async def renew_lease(redis: Redis, info: NodeInfo, *, ttl_s: float) -> bool:
     return bool(held)
 
 
-async def leased_nodes(redis: Redis) -> dict[str, int]:
+async def leased_nodes(redis: RedisClient) -> dict[str, int]:
     """The registered nodes whose lease key exists now, with the ms it has left (O(nodes): one
     ZRANGE, then one PTTL per node in one pipeline)."""
     ids = [as_text(node_id) for node_id in await redis.zrange(NODES, 0, -1)]
@@ -81,7 +81,7 @@ async def leased_nodes(redis: Redis) -> dict[str, int]:
     return {node_id: int(ms) for node_id, ms in zip(ids, left, strict=True) if int(ms) > 0}
 
 
-async def remove_node(redis: Redis, node_id: str) -> None:
+async def remove_node(redis: RedisClient, node_id: str) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(node_key(node_id))
         pipe.zrem(NODES, node_id)
@@ -89,7 +89,7 @@ async def remove_node(redis: Redis, node_id: str) -> None:
 
 
 async def live_nodes(
-    redis: Redis, *, stale_after_s: float, now: float | None = None
+    redis: RedisClient, *, stale_after_s: float, now: float | None = None
 ) -> list[NodeInfo]:
     """Nodes whose last heartbeat is younger than ``stale_after_s``, by id."""
     now = time.time() if now is None else now
@@ -101,7 +101,9 @@ async def live_nodes(
     return sorted(nodes, key=lambda node: node.id)
 
 
-async def prune_dead_nodes(redis: Redis, *, stale_after_s: float, now: float | None = None) -> int:
+async def prune_dead_nodes(
+    redis: RedisClient, *, stale_after_s: float, now: float | None = None
+) -> int:
     """Forget nodes with no heartbeat for ``stale_after_s``; return how many were removed."""
     now = time.time() if now is None else now
     removed: int = await redis.zremrangebyscore(NODES, "-inf", now - stale_after_s)

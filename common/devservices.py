@@ -3,6 +3,11 @@
 ``python3 -m common.devservices start|stop|status|createdb NAME`` (also ``mergemeet-services``).
 Data lives under ``.data/`` (git-ignored), on ports of its own (55432 and 56379 by default,
 ``MM_DEV_PG_PORT`` / ``MM_DEV_REDIS_PORT``) so it works where the standard ports are taken.
+``start-cluster`` also starts a local Redis Cluster: 3 masters and 3 replicas (Debian's
+``redis-server`` with ``cluster-enabled yes``) on six ports from ``MM_DEV_CLUSTER_PORT``
+(57001 by default; each node's cluster bus 10000 below its port), created once with
+``redis-cli --cluster create``; its URL is printed and
+given by ``cluster-url``. ``stop`` stops whatever of both is running.
 On first use it initialises the cluster; when the Debian packages are missing it installs them
 if run as root, and otherwise prints the exact command. Standard library only, so it runs before
 the virtual environment exists.
@@ -29,6 +34,11 @@ REDIS_PORT = int(os.environ.get("MM_DEV_REDIS_PORT", "56379"))
 PG_DIR = DATA / "pg"
 PG_RUN = DATA / "pg-run"
 REDIS_DIR = DATA / "redis"
+CLUSTER_PORT = int(os.environ.get("MM_DEV_CLUSTER_PORT", "57001"))
+CLUSTER_DIR = DATA / "redis-cluster"
+CLUSTER_MASTERS = 3
+#: How long a master may be unreachable before its replica takes over (ms): short, for tests.
+CLUSTER_NODE_TIMEOUT_MS = 1000
 DB_USER = "mergemeet"
 APT_PACKAGES = ("postgresql", "postgresql-postgis", "redis-server")
 
@@ -250,6 +260,128 @@ def start_redis() -> None:
     _log(f"Redis started on 127.0.0.1:{REDIS_PORT} (append-only file on)")
 
 
+def cluster_ports() -> list[int]:
+    """The masters' ports first, then their replicas'."""
+    return [CLUSTER_PORT + i for i in range(2 * CLUSTER_MASTERS)]
+
+
+def cluster_url() -> str:
+    """``MM_REDIS_URL`` for the local cluster (its masters as seeds)."""
+    seeds = ",".join(f"127.0.0.1:{port}" for port in cluster_ports()[:CLUSTER_MASTERS])
+    return f"redis+cluster://{seeds}"
+
+
+def _redis_cli(port: int, *args: str) -> str:
+    result = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout
+
+
+def cluster_state(port: int) -> dict[str, str]:
+    """``CLUSTER INFO`` of one node as a dict (empty if it does not answer)."""
+    try:
+        info = _redis_cli(port, "cluster", "info")
+    except subprocess.CalledProcessError:
+        return {}
+    return dict(line.split(":", 1) for line in info.split() if ":" in line)
+
+
+def start_cluster_node(port: int) -> None:
+    """One cluster node, daemonised, its files (nodes.conf, log, pid) in its own folder."""
+    if _port_open(port):
+        return
+    folder = CLUSTER_DIR / str(port)
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--cluster-enabled",
+            "yes",
+            # The bus defaults to port + 10000, past 65535 for these ports: 10000 below instead.
+            "--cluster-port",
+            str(port - 10000),
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(CLUSTER_NODE_TIMEOUT_MS),
+            # A shard whose master is down must not stop the others answering.
+            "--cluster-require-full-coverage",
+            "no",
+            "--appendonly",
+            "no",
+            "--save",
+            "",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(folder / "redis.pid"),
+            "--logfile",
+            str(folder / "redis.log"),
+        ],
+        check=True,
+    )
+    _wait_port(port, f"Redis Cluster node {port}")
+
+
+def wait_cluster_ok(seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        states = [cluster_state(port) for port in cluster_ports()]
+        if all(state.get("cluster_state") == "ok" for state in states):
+            return
+        time.sleep(0.2)
+    sys.exit(f"[services] the Redis Cluster on {CLUSTER_PORT}+ was not ok within {seconds:.0f}s")
+
+
+def start_cluster() -> None:
+    """Start the six nodes (idempotent); create the cluster once, when its nodes know no other."""
+    for port in cluster_ports():
+        start_cluster_node(port)
+    if cluster_state(CLUSTER_PORT).get("cluster_known_nodes") == "1":
+        _log("creating the Redis Cluster (3 masters, 3 replicas)")
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in cluster_ports()),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    wait_cluster_ok()
+    _log(f"Redis Cluster up on 127.0.0.1:{CLUSTER_PORT}-{cluster_ports()[-1]}: {cluster_url()}")
+
+
+def stop_cluster() -> None:
+    stopped = False
+    for port in cluster_ports():
+        pid_file = CLUSTER_DIR / str(port) / "redis.pid"
+        if not pid_file.exists():
+            continue
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), 15)
+            stopped = True
+        deadline = time.monotonic() + 10
+        while _port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    if stopped:
+        _log("Redis Cluster stopped")
+
+
 def stop() -> None:
     bin_dir = _pg_bin()
     if bin_dir is not None:
@@ -270,12 +402,17 @@ def stop() -> None:
         while _port_open(REDIS_PORT) and time.monotonic() < deadline:
             time.sleep(0.1)
         _log("Redis stopped")
+    stop_cluster()
 
 
 def status() -> int:
     pg, redis = _port_open(PG_PORT), _port_open(REDIS_PORT)
     _log(f"PostgreSQL 127.0.0.1:{PG_PORT} {'up' if pg else 'down'}")
     _log(f"Redis 127.0.0.1:{REDIS_PORT} {'up' if redis else 'down'}")
+    if CLUSTER_DIR.exists():
+        up = [port for port in cluster_ports() if _port_open(port)]
+        state = cluster_state(up[0]).get("cluster_state", "?") if up else "down"
+        _log(f"Redis Cluster {len(up)}/{len(cluster_ports())} nodes up, state {state}")
     return 0 if pg and redis else 1
 
 
@@ -283,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mergemeet-services", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("start", help="install if missing, initialise, start both")
-    sub.add_parser("stop", help="stop both (data is kept)")
+    sub.add_parser("stop", help="stop both, and the Redis Cluster if it runs (data is kept)")
+    sub.add_parser("start-cluster", help="start (and create once) the local Redis Cluster")
+    sub.add_parser("cluster-url", help="print MM_REDIS_URL for the local Redis Cluster")
     sub.add_parser("status", help="exit 0 when both answer")
     create = sub.add_parser("createdb", help="create a database with PostGIS")
     create.add_argument("name")
@@ -295,6 +434,11 @@ def main(argv: list[str] | None = None) -> int:
         start_redis()
     elif args.command == "stop":
         stop()
+    elif args.command == "start-cluster":
+        ensure_packages()
+        start_cluster()
+    elif args.command == "cluster-url":
+        print(cluster_url())
     elif args.command == "status":
         return status()
     elif args.command == "createdb":

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Final
 
 import msgspec
-from redis.asyncio import Redis
 
+from common.redisclient import RedisClient
 from common.rediskeys import SAFETY_STREAM
 
 #: Approximate cap on the stream's length; nodes are expected to be at most seconds behind.
@@ -107,7 +107,7 @@ def decode_event(data: bytes) -> SafetyEvent:
     return event
 
 
-async def publish(redis: Redis, *events: SafetyEvent) -> None:
+async def publish(redis: RedisClient, *events: SafetyEvent) -> None:
     """Append events in one round trip; call after the database transaction has committed."""
     async with redis.pipeline(transaction=False) as pipe:
         for event in events:

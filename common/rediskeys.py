@@ -9,12 +9,15 @@ has one. So the tags are chosen by what must be touched together:
   token version, daily send counter). The offline script reads and writes four of them at once.
   A user's keys never need another user's, but the broker looks up the routes of a whole tick's
   recipients: grouped by tag, that is at most ``USER_SLOTS`` single-slot script calls in one
-  pipeline, whatever the number of recipients (a larger ``USER_SLOTS`` spreads users over more
-  cluster shards and makes more calls per tick). Changing it renames every user key. It is 1
-  while the only supported deployment is one Redis: every user key then carries ``{u0}``, the
-  routes lookup is one script call a tick, and a cluster would keep all users' keys on one
-  shard. 16 tags cost the node +26 µs per message at a paced 3,000 msg/s (121.7 → 147.7,
-  BENCHMARKS.md, *The routes lookup per hash slot*); raise it with the cluster client.
+  round trip, whatever the number of recipients (a larger ``USER_SLOTS`` spreads users over more
+  cluster shards and makes more calls per tick). ``USER_SLOTS`` follows the deployment, decided
+  once from the settings every process reads (``Settings.user_slots``): 1 on one Redis, where
+  every user key carries ``{u0}`` and the routes lookup is one script call a tick (16 tags cost
+  the node +26 µs per message at a paced 3,000 msg/s, 121.7 → 147.7, BENCHMARKS.md, *The routes
+  lookup per hash slot*), and 16 on a Redis Cluster (``redis+cluster://``), so users spread
+  over up to 16 shards; ``MM_REDIS_USER_SLOTS`` overrides both. Changing it renames every user
+  key, so every process of a deployment must run with the same value (they do when they share
+  ``MM_REDIS_URL``).
 - ``{node:<id>}``: one node's delivery stream and the users it hosts (one script call per
   other node's stream).
 - ``{nodes}``: the node registry, ``mm:{nodes}`` and each heartbeat: written in one MULTI and
@@ -36,12 +39,17 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
+
+from common.redisclient import RedisClient
+from common.redisedge import packed_by_node
+from common.settings import get_settings
 
 PREFIX: Final = "mm:"
 TOKEN_VERSION_TTL_S: Final = 7 * 24 * 3600
-#: How many hash slots the users' keys are spread over (see the module docstring).
-USER_SLOTS: Final = 1
+#: How many hash tags the users' keys are spread over (see the module docstring): read once,
+#: at import, from this process's settings.
+USER_SLOTS: int = get_settings().user_slots
 #: Sorted set: node id -> last heartbeat (epoch seconds).
 NODES: Final = "mm:{nodes}"
 #: The safety events stream (:mod:`common.events`).
@@ -76,7 +84,8 @@ def _user(user_id: int, what: str) -> str:
 
 
 def route_key(user_id: int) -> str:
-    """Sorted set of node ids hosting ``user_id``'s sockets, scored by expiry (epoch s)."""
+    """Sorted set of node ids hosting ``user_id``'s sockets, scored by when written (epoch s);
+    no expiry: alive as long as the node's lease (:mod:`realtime.leases`)."""
     return _user(user_id, "routes")
 
 
@@ -139,23 +148,30 @@ def key_tag(key: str) -> str:
     return key
 
 
-async def set_token_version(redis: Redis, user_id: int, version: int) -> None:
+async def set_token_version(redis: RedisClient, user_id: int, version: int) -> None:
     await redis.set(token_version_key(user_id), version, ex=TOKEN_VERSION_TTL_S)
 
 
-async def get_token_version(redis: Redis, user_id: int) -> int | None:
+async def get_token_version(redis: RedisClient, user_id: int) -> int | None:
     value = await redis.get(token_version_key(user_id))
     return None if value is None else int(value)
 
 
-async def get_token_versions(redis: Redis, user_ids: list[int]) -> dict[int, int | None]:
+async def get_token_versions(redis: RedisClient, user_ids: list[int]) -> dict[int, int | None]:
     """Several users' cached versions (None where Redis holds none): one MGET per users' hash
-    tag, the MGETs in one pipeline, so each multi-key command stays in one slot."""
+    tag, the MGETs in one round trip (one per node on a cluster, concurrently), so each
+    multi-key command stays in one slot."""
     groups = by_user_group(user_ids)
-    async with redis.pipeline(transaction=False) as pipe:
-        for members in groups:
-            pipe.mget([token_version_key(user) for user in members])
-        replies = await pipe.execute()
+    keys = [[token_version_key(user) for user in members] for members in groups]
+    if isinstance(redis, RedisCluster):  # a cluster pipeline refuses MGET: one write per node
+        replies = await packed_by_node(redis, [("MGET", *k) for k in keys], [k[0] for k in keys])
+        if error := next((r for r in replies if isinstance(r, Exception)), None):
+            raise error
+    else:
+        async with redis.pipeline(transaction=False) as pipe:
+            for group_keys in keys:
+                pipe.mget(group_keys)
+            replies = await pipe.execute()
     return {
         user: None if value is None else int(value)
         for members, values in zip(groups, replies, strict=True)

@@ -7,9 +7,11 @@ else (no database, no Redis): it is imported by every process, tests included.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -20,6 +22,51 @@ Environment = Literal["development", "test", "production"]
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "development"})
 MIN_SECRET_LENGTH = 32
 DEV_SECRET = "dev-only-secret-do-not-use-in-production-0123456789"  # noqa: S105 (refused in prod)
+#: ``MM_REDIS_URL`` schemes of a Redis Cluster (the second with TLS).
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+#: Users' hash tags on a cluster unless ``MM_REDIS_USER_SLOTS`` says otherwise: enough to spread
+#: users over 16 shards; one routes script call per tag and tick (common.rediskeys).
+CLUSTER_USER_SLOTS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterURL:
+    """A parsed ``redis+cluster://`` URL: the seed nodes and what every connection shares."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def cluster_nodes(url: str) -> ClusterURL:
+    """Parse ``redis+cluster://[user:password@]host:port[,host:port...][/0]``; raise
+    ``ValueError`` saying which part is wrong."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("redis+cluster", "rediss+cluster"):
+        raise ValueError(
+            f"a cluster URL starts with redis+cluster:// or rediss+cluster://: {url!r}"
+        )
+    rest, question, query = rest.partition("?")
+    if question:
+        raise ValueError(f"a cluster URL takes no ?options (got ?{query}); set MM_ settings")
+    netloc, _, path = rest.partition("/")
+    if path not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has only database 0, the URL names /{path}")
+    credentials, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = credentials.partition(":")
+        username, password = (unquote(user) or None), (unquote(secret) if colon else None)
+    nodes: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host or not port:
+            raise ValueError(f"each cluster node is host:port, got {item.strip()!r} in {url!r}")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"port {port!r} of cluster node {item.strip()!r} is not 1-65535")
+        nodes.append((host.strip("[]"), int(port)))
+    return ClusterURL(tuple(nodes), username, password, scheme == "rediss+cluster")
 
 
 class Settings(BaseSettings):
@@ -35,7 +82,14 @@ class Settings(BaseSettings):
 
     # Storage
     database_url: str = "postgresql+asyncpg://mergemeet@127.0.0.1:55432/mergemeet"
+    # One Redis (redis://, rediss://, unix://) or a Redis Cluster:
+    # redis+cluster://[user:password@]host:port[,host:port...] (rediss+cluster:// for TLS);
+    # the hosts are seeds, the client finds every shard from any one of them.
     redis_url: str = "redis://127.0.0.1:56379/0"
+    # How many hash tags users' keys are spread over (common.rediskeys): unset, 1 on one Redis
+    # and CLUSTER_USER_SLOTS on a cluster. Every process of a deployment must agree: it renames
+    # every user key.
+    redis_user_slots: Annotated[int | None, Field(ge=1, le=16384)] = None
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
 
     # Secrets and tokens
@@ -148,8 +202,13 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if value.startswith(CLUSTER_SCHEMES):
+            cluster_nodes(value)  # raises ValueError naming what is wrong
+        elif not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must start with redis://, rediss://, unix:// (one Redis) or "
+                "redis+cluster://, rediss+cluster:// (a Redis Cluster)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -175,6 +234,18 @@ class Settings(BaseSettings):
     def keys_dir(self) -> Path:
         """Where the JWT key set lives: explicit in production, generated under data_dir in dev."""
         return self.jwt_keys_dir if self.jwt_keys_dir is not None else self.data_dir / "keys"
+
+    @property
+    def redis_cluster(self) -> bool:
+        """``redis_url`` names a Redis Cluster (the client is ``RedisCluster``)."""
+        return self.redis_url.startswith(CLUSTER_SCHEMES)
+
+    @property
+    def user_slots(self) -> int:
+        """How many hash tags users' keys carry (``common.rediskeys.USER_SLOTS``)."""
+        if self.redis_user_slots is not None:
+            return self.redis_user_slots
+        return CLUSTER_USER_SLOTS if self.redis_cluster else 1
 
     @property
     def asyncpg_dsn(self) -> str:

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import uvloop
 
+from common.redisclient import is_cluster_url
 from loadtest import discovery_population, idle_cpu, soak_report, stack
 from loadtest.discovery import DiscoveryReport, measure
 from loadtest.generator import CONNECT_CONCURRENCY, chat_run, idle_run
@@ -144,7 +145,12 @@ class Bench:
         base_db = os.environ.get("MM_DATABASE_URL", DEFAULT_DB_URL)
         base_redis = os.environ.get("MM_REDIS_URL", DEFAULT_REDIS)
         self.database_url = stack.prepare(base_db, args.database, args.revision)
-        self.redis_url = stack.with_db_path(base_redis, f"/{args.redis_db}")
+        # A Redis Cluster has only database 0 (--redis-db is for one Redis).
+        self.redis_url = (
+            base_redis
+            if is_cluster_url(base_redis)
+            else stack.with_db_path(base_redis, f"/{args.redis_db}")
+        )
         self.env = {
             "MM_ENV": "development",
             "MM_DATABASE_URL": self.database_url,

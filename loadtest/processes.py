@@ -5,7 +5,9 @@ running beside it) and other Redis servers on the machine must not count. So thi
 cluster's postmaster (``postmaster.pid`` in its data directory) and counts its children that
 serve the bench's database plus its background processes (WAL writer, checkpointer, background
 writer, autovacuum launcher: work the bench's writes cause), and the one Redis server by the
-``process_id`` it reports. CPU is user + system time (``/proc/<pid>/stat``), never wall time.
+``process_id`` it reports (on a Redis Cluster, every node of it, masters and replicas: the
+replication a write causes is its cost too). CPU is user + system time (``/proc/<pid>/stat``),
+never wall time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
+
+from common.redisclient import redis_client
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -55,11 +59,12 @@ def serves(title: str, database: str) -> bool:
 
 @dataclass(frozen=True)
 class Services:
-    """The bench's PostgreSQL cluster (its postmaster) and database, and its Redis server."""
+    """The bench's PostgreSQL cluster (its postmaster) and database, and its Redis servers (one,
+    or every node of a Redis Cluster)."""
 
     postmaster: int
     database: str
-    redis: int
+    redis: tuple[int, ...]
     postgres_version: str
     redis_version: str
 
@@ -73,14 +78,21 @@ class Services:
                 version = str(await con.fetchval("SHOW server_version"))
             finally:
                 await con.close()
-            redis = Redis.from_url(redis_url)
+            redis = redis_client(redis_url)
             try:
-                info = await redis.info("server")
+                if isinstance(redis, RedisCluster):
+                    await redis.initialize()
+                    infos = [
+                        await redis.info("server", target_nodes=node) for node in redis.get_nodes()
+                    ]
+                else:
+                    infos = [await redis.info("server")]
             finally:
                 await redis.aclose()
             postmaster = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
-            redis_pid, redis_version = int(info["process_id"]), str(info["redis_version"])
-            return cls(postmaster, database, redis_pid, version, redis_version)
+            pids = tuple(int(info["process_id"]) for info in infos)
+            redis_version = str(infos[0]["redis_version"])
+            return cls(postmaster, database, pids, version, redis_version)
 
         return asyncio.run(ask())
 
@@ -97,7 +109,7 @@ class Services:
 
     def sample(self) -> dict[str, dict[int, float]]:
         """CPU seconds so far of each process, by service and pid."""
-        return {"postgres": _cpu_of(self.postgres_pids()), "redis": _cpu_of([self.redis])}
+        return {"postgres": _cpu_of(self.postgres_pids()), "redis": _cpu_of(list(self.redis))}
 
 
 def _cpu_of(pids: list[int]) -> dict[int, float]:

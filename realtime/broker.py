@@ -39,9 +39,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal, Protocol
 
-from redis.asyncio import Redis
-
 from common import cluster, wire
+from common.redisclient import redis_client
 from common.redisedge import REDIS_FAILURES, Arg, Call, LuaScript, eval_scripts
 from common.rediskeys import (
     NODES,
@@ -215,20 +214,21 @@ class RedisBroker:
         self._leased = False  # the last heartbeat found (or wrote) this node's lease
         # Users whose route write failed: the next heartbeat writes or removes their route.
         self._unsynced: set[int] = set()
-        self.redis = Redis.from_url(
+        self.redis = redis_client(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             client_name=f"rt:{node_id}",
         )
         # XREAD BLOCK holds its connection: a client of its own, with a longer socket timeout.
-        self._reader = Redis.from_url(
+        self._reader = redis_client(
             url,
             socket_timeout=block_ms / 1000 + timeout_s,
             socket_connect_timeout=timeout_s,
             client_name=f"rt:{node_id}:reader",
         )
-        self._versions: Coalescer[int, int | None] = Coalescer(
+        #: The token-version reads of sockets authenticating at once, one MGET per batch.
+        self.version_reads: Coalescer[int, int | None] = Coalescer(
             self._read_versions, max_batch=VERSION_BATCH, max_in_flight=VERSION_CALLS
         )
         self._pending: list[_Pending] = []
@@ -252,7 +252,7 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Stop the loops, withdraw this node's routes and heartbeat, close the clients."""
-        await self._versions.close()
+        await self.version_reads.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -325,7 +325,7 @@ class RedisBroker:
         """The cached version (None when Redis holds none), read by an MGET shared with the
         other sockets authenticating at this moment and started after this call."""
         try:
-            return await self._versions.get(user_id)
+            return await self.version_reads.get(user_id)
         except CoalescerClosed as exc:
             raise BrokerUnavailable("closed") from exc
 

@@ -13,15 +13,15 @@ import time
 from typing import TextIO
 
 import msgspec
-from redis.asyncio import Redis
 
 from common.cluster import NodeInfo, live_nodes
+from common.redisclient import redis_client
 from common.redisedge import REDIS_FAILURES
 from common.settings import Settings
 
 
 async def fetch_nodes(settings: Settings) -> list[NodeInfo]:
-    redis = Redis.from_url(
+    redis = redis_client(
         settings.redis_url,
         socket_timeout=settings.realtime_io_timeout_s,
         socket_connect_timeout=settings.realtime_io_timeout_s,

@@ -31,9 +31,8 @@ import time
 from collections.abc import Iterable
 from typing import Final
 
-from redis.asyncio import Redis
-
 from common.cluster import leased_nodes
+from common.redisclient import RedisClient
 
 #: How much older than the last read a route on an unknown node may be and still count.
 SKEW_S: Final = 2.0
@@ -53,7 +52,7 @@ class LiveNodes:
         self.ends = {node: read_at + ms / 1000 for node, ms in left_ms.items()}
         self.read_at = read_at
 
-    async def refresh(self, redis: Redis) -> None:
+    async def refresh(self, redis: RedisClient) -> None:
         """Read the leased nodes again (raises the client's failures)."""
         read_at = time.time()
         self.update(await leased_nodes(redis), read_at)

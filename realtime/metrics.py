@@ -170,6 +170,9 @@ class Gauges:
     delivery_received: Callable[[], int]
     publish_dropped: Callable[[], int]
     draining: Callable[[], bool]
+    #: The connect path's coalesced reads (:mod:`realtime.coalesce`): per source, the calls
+    #: made and the keys they carried (keys / calls is how many sockets shared one read).
+    connect_reads: Callable[[], dict[str, tuple[int, int]]]
 
 
 class NodeCollector(Collector):
@@ -233,6 +236,18 @@ class NodeCollector(Collector):
         for gen, histogram in t.gc_pause.items():
             gc_pause.add_metric([str(gen)], histogram.buckets(), histogram.total)
         yield gc_pause
+        reads = g.connect_reads()
+        calls = CounterMetricFamily(
+            "mm_rt_connect_reads", "Coalesced connect-path reads made", labels=["source"]
+        )
+        keys = CounterMetricFamily(
+            "mm_rt_connect_read_keys", "Keys those reads carried", labels=["source"]
+        )
+        for source, (n_calls, n_keys) in reads.items():
+            calls.add_metric([source], n_calls)
+            keys.add_metric([source], n_keys)
+        yield calls
+        yield keys
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -30,10 +30,10 @@ import logging
 from typing import Final
 
 import asyncpg
-from redis.asyncio import Redis
 
 from common.codes import Err
 from common.moderation import INSERT_LOG_SQL, LOAD_RULES_SQL, Matcher, Verdict, compile_rules
+from common.redisclient import redis_client
 from common.redisedge import REDIS_FAILURES
 from common.rediskeys import daily_counter_key
 from common.trust import APPLY_TRUST_SQL, TRUST_DELTAS, daily_message_cap
@@ -67,7 +67,7 @@ class ModerationGate:
         timeout_s: float,
     ) -> None:
         self.pool, self.writer, self.timeout_s = pool, writer, timeout_s
-        self.redis = Redis.from_url(
+        self.redis = redis_client(
             redis_url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from common.redisclient import RedisClient, ping
 from common.redisedge import REDIS_FAILURES
 from common.settings import Settings
 from realtime.batch import BatchWriter
@@ -61,7 +61,7 @@ def text(status: http.HTTPStatus, body: str) -> Response:
 class Ops:
     """The node's HTTP routes; ``fallback`` answers every other request (Origin check)."""
 
-    redis: Redis
+    redis: RedisClient
     pool: asyncpg.Pool[asyncpg.Record]
     broker: RedisBroker
     registry: CollectorRegistry
@@ -93,7 +93,7 @@ class Ops:
 
     async def _redis(self) -> str:
         try:
-            await asyncio.wait_for(self.redis.ping(), self.timeout_s)
+            await asyncio.wait_for(ping(self.redis), self.timeout_s)
         except REDIS_FAILURES as exc:
             log.warning("readiness: redis", extra={"error": type(exc).__name__})
             return f"redis: {type(exc).__name__}"
@@ -189,6 +189,10 @@ class NodeOps:
             delivery_received=lambda: broker.received,
             publish_dropped=lambda: broker.dropped,
             draining=lambda: ops.draining,
+            connect_reads=lambda: {
+                "accounts": (node.store.accounts.calls, node.store.accounts.keys),
+                "token_versions": (broker.version_reads.calls, broker.version_reads.keys),
+            },
         )
         registry = build_registry(gauges)
         ops = Ops(broker.redis, pool, broker, registry, fallback, settings.realtime_io_timeout_s)

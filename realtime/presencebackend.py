@@ -25,9 +25,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-
+from common.redisclient import AnyPipeline as Pipeline
+from common.redisclient import RedisClient
 from common.redisedge import REDIS_FAILURES, LuaScript, eval_scripts
 from common.rediskeys import (
     NODES,
@@ -115,7 +114,7 @@ class RedisPresence:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         node_id: str,
         ttl_s: float,

@@ -4,7 +4,7 @@ in-memory twin is :class:`realtime.memory.MemorySafetyFeed`; one contract suite
 (``tests/realtime/test_seams.py``) runs against both.
 
 Entry ids are Redis stream ids (``<ms>-<n>``), ordered; a reader resumes after the last one it
-read. Exceptions: Redis failures become :class:`FeedUnavailable`; nothing above this module
+read. Exceptions: RedisClient failures become :class:`FeedUnavailable`; nothing above this module
 sees a redis type. It must not apply events (:mod:`realtime.safety` does).
 """
 
@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from redis.asyncio import Redis
-
 from common import events
+from common.redisclient import redis_client
 from common.redisedge import REDIS_FAILURES
 from common.rediskeys import SAFETY_STREAM, as_text, stream_entries
 
@@ -44,7 +43,7 @@ class RedisSafetyFeed:
 
     def __init__(self, url: str, *, name: str, timeout_s: float, block_ms: int = 1000) -> None:
         self.timeout_s, self.block_ms = timeout_s, block_ms
-        self.redis = Redis.from_url(
+        self.redis = redis_client(
             url,
             socket_timeout=block_ms / 1000 + timeout_s,
             socket_connect_timeout=timeout_s,

@@ -25,11 +25,11 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from alembic import command
 from common.db import make_engine, make_sessionmaker
+from common.redisclient import RedisClient, redis_client
 from common.settings import Settings, get_settings
 from common.tokens import KeySet, issue_token, keyset_from_settings
 from tests.db_support import (
@@ -130,15 +130,15 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 @pytest.fixture(scope="session")
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
+async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
+    client = redis_client(settings.redis_url)
     await client.flushdb()
     yield client
     await client.aclose()
 
 
 @pytest.fixture(scope="session")
-async def api_url(settings: Settings, redis: Redis) -> AsyncIterator[str]:
+async def api_url(settings: Settings, redis: RedisClient) -> AsyncIterator[str]:
     """The real API served by uvicorn on a real loopback socket, in this test process."""
     from api.main import create_app
 

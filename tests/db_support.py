@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql import ClauseElement
 
 from common.models import Conversation, ConversationMember
+from common.redisclient import is_cluster_url
 
 # The benchmark prepares its database the same way: one implementation for both.
 from loadtest.stack import recreate_database
@@ -41,7 +42,12 @@ _BASE_REDIS_URL = os.environ.get("MM_REDIS_URL", "redis://127.0.0.1:56379/0")
 TEST_DB = os.environ.get("MM_TEST_DATABASE", "mergemeet_test")
 TEST_REDIS_DB = int(os.environ.get("MM_TEST_REDIS_DB", "1"))
 TEST_DB_URL = with_path(_BASE_DB_URL, f"/{TEST_DB}")
-TEST_REDIS_URL = with_path(_BASE_REDIS_URL, f"/{TEST_REDIS_DB}")
+# A Redis Cluster has only database 0: the cluster run keeps its URL as it is.
+TEST_REDIS_URL = (
+    _BASE_REDIS_URL
+    if is_cluster_url(_BASE_REDIS_URL)
+    else with_path(_BASE_REDIS_URL, f"/{TEST_REDIS_DB}")
+)
 
 
 def _asyncpg_sql(statement: ClauseElement) -> str:

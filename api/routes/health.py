@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from api.deps import StateDep
 from api.errors import Unavailable
+from common.redisclient import ping
 
 router = APIRouter(tags=["health"])
 _CHECK_TIMEOUT_S = 2.0
@@ -32,7 +33,7 @@ async def readyz(state: StateDep) -> Health:
         async with asyncio.timeout(_CHECK_TIMEOUT_S):
             async with state.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-            await state.redis.ping()
+            await ping(state.redis)
     except Exception as exc:  # any failure of either store means "not ready"
         raise Unavailable(f"dependency unavailable: {type(exc).__name__}") from exc
     return Health(status="ready")

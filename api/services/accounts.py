@@ -21,7 +21,6 @@ import hmac
 import logging
 import secrets
 
-from redis.asyncio import Redis
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +43,7 @@ from common.models import (
     User,
     UserInterest,
 )
+from common.redisclient import RedisClient
 from common.redisedge import REDIS_FAILURES
 from common.rediskeys import known_addresses_key, set_token_version
 from common.settings import Settings
@@ -81,7 +81,7 @@ async def find_by_email(session: AsyncSession, email: str) -> User | None:
 
 
 async def register(
-    session: AsyncSession, redis: Redis, *, data: RegisterIn, pool: PasswordPool
+    session: AsyncSession, redis: RedisClient, *, data: RegisterIn, pool: PasswordPool
 ) -> User:
     """Create the user and its (incomplete) profile; 409 ``email_taken`` if the address is used,
     422 ``content_rejected`` if the content filter refuses the display name."""
@@ -112,7 +112,7 @@ async def register(
 
 async def authenticate(
     session: AsyncSession,
-    redis: Redis,
+    redis: RedisClient,
     *,
     pool: PasswordPool,
     settings: Settings,
@@ -148,7 +148,7 @@ async def authenticate(
 
 
 async def check_password(
-    redis: Redis, *, pool: PasswordPool, settings: Settings, user: User, password: str
+    redis: RedisClient, *, pool: PasswordPool, settings: Settings, user: User, password: str
 ) -> None:
     """Re-authentication for sensitive changes: 403 ``wrong_password``, throttled per user."""
     await limit(
@@ -175,7 +175,7 @@ async def bump_token_version(session: AsyncSession, user: User) -> int:
     return version
 
 
-async def announce_token_version(redis: Redis, user_id: int, version: int) -> None:
+async def announce_token_version(redis: RedisClient, user_id: int, version: int) -> None:
     """After the commit: update the realtime nodes' cache and tell them to close old sockets.
 
     A Redis failure is logged, not raised: the change is committed, and realtime nodes take the

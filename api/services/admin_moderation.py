@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import cast
 
-from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +21,7 @@ from api.services.admin import audit, where_given
 from api.services.paging import newest_first, next_cursor
 from common.models import ModerationLog, ModerationWord
 from common.moderation import validate_pattern
+from common.redisclient import RedisClient
 
 
 def _word(row: ModerationWord) -> schemas.WordOut:
@@ -43,14 +43,14 @@ def _require_valid(pattern: str, is_regex: bool) -> None:
         raise ApiError(problem, code="invalid_pattern", status=422)
 
 
-async def list_words(session: AsyncSession, redis: Redis) -> schemas.WordList:
+async def list_words(session: AsyncSession, redis: RedisClient) -> schemas.WordList:
     rows = (await session.scalars(select(ModerationWord).order_by(ModerationWord.id))).all()
     matcher = await moderation.get_matcher(session, redis)
     return schemas.WordList(items=[_word(row) for row in rows], errors=matcher.errors)
 
 
 async def create_word(
-    session: AsyncSession, redis: Redis, *, admin_id: int, body: schemas.WordIn
+    session: AsyncSession, redis: RedisClient, *, admin_id: int, body: schemas.WordIn
 ) -> schemas.WordOut:
     _require_valid(body.pattern, body.is_regex)
     row = await session.scalar(
@@ -76,7 +76,12 @@ async def create_word(
 
 
 async def update_word(
-    session: AsyncSession, redis: Redis, *, admin_id: int, word_id: int, body: schemas.WordPatch
+    session: AsyncSession,
+    redis: RedisClient,
+    *,
+    admin_id: int,
+    word_id: int,
+    body: schemas.WordPatch,
 ) -> schemas.WordOut:
     row = await session.scalar(
         select(ModerationWord).where(ModerationWord.id == word_id).with_for_update()
@@ -106,7 +111,9 @@ async def update_word(
     return out
 
 
-async def delete_word(session: AsyncSession, redis: Redis, *, admin_id: int, word_id: int) -> None:
+async def delete_word(
+    session: AsyncSession, redis: RedisClient, *, admin_id: int, word_id: int
+) -> None:
     row = await session.get(ModerationWord, word_id)
     if row is None:
         raise NotFound("no such word")
@@ -123,7 +130,7 @@ async def delete_word(session: AsyncSession, redis: Redis, *, admin_id: int, wor
     await moderation.list_changed(redis)
 
 
-async def check(session: AsyncSession, redis: Redis, *, text: str) -> schemas.CheckOut:
+async def check(session: AsyncSession, redis: RedisClient, *, text: str) -> schemas.CheckOut:
     """Try the live filter on a text (nothing is logged)."""
     verdict = (await moderation.get_matcher(session, redis)).check(text)
     return schemas.CheckOut(

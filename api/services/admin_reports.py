@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +24,7 @@ from api.services.paging import newest_first, next_cursor
 from api.services.trust import apply_trust
 from common import events
 from common.models import Message, Report
+from common.redisclient import RedisClient
 
 
 def _report(row: Report) -> schemas.AdminReport:
@@ -101,7 +101,7 @@ async def get_report(session: AsyncSession, *, report_id: int) -> schemas.AdminR
 
 async def resolve_report(
     session: AsyncSession,
-    redis: Redis,
+    redis: RedisClient,
     *,
     admin_id: int,
     report_id: int,

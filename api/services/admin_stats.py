@@ -9,13 +9,13 @@ import datetime as dt
 import time
 from typing import Any, Final
 
-from redis.asyncio import Redis
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.schemas import admin as schemas
 from common.cluster import live_nodes
 from common.models import Match, Message, Report, User
+from common.redisclient import RedisClient
 from common.redisedge import REDIS_FAILURES
 from common.settings import Settings
 
@@ -23,7 +23,7 @@ from common.settings import Settings
 STALE_HEARTBEATS: Final = 3
 
 
-async def stats(session: AsyncSession, redis: Redis, settings: Settings) -> schemas.Stats:
+async def stats(session: AsyncSession, redis: RedisClient, settings: Settings) -> schemas.Stats:
     """Counts from PostgreSQL, connections from the realtime nodes' heartbeats."""
     now = func.now()
     utc_midnight = func.timezone("UTC", func.date_trunc("day", func.timezone("UTC", now)))

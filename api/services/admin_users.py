@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 from typing import Final
 
-from redis.asyncio import Redis
 from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +21,7 @@ from api.services.admin import audit
 from api.services.matching import publish_after_commit
 from common import events
 from common.models import Profile, RefreshToken, User
+from common.redisclient import RedisClient
 from common.redisedge import REDIS_FAILURES
 from common.rediskeys import set_token_version
 
@@ -95,7 +95,7 @@ async def apply_ban(
 
 
 async def announce_ban(
-    redis: Redis, user_id: int, version: int, until: dt.datetime, *, permanent: bool
+    redis: RedisClient, user_id: int, version: int, until: dt.datetime, *, permanent: bool
 ) -> None:
     """Old tokens die in both services; every node closes the user's sockets."""
     # On a Redis failure the nodes still get TokenBump and compare versions with PostgreSQL.
@@ -109,7 +109,7 @@ async def announce_ban(
 
 
 async def ban_user(
-    session: AsyncSession, redis: Redis, *, admin_id: int, user_id: int, body: schemas.BanIn
+    session: AsyncSession, redis: RedisClient, *, admin_id: int, user_id: int, body: schemas.BanIn
 ) -> schemas.AdminUserOut:
     if user_id == admin_id:
         raise ApiError("you cannot ban yourself", code="invalid_target")

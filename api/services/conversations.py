@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from redis.asyncio import Redis
 from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -52,6 +51,7 @@ from api.services.matching import (
 from api.services.relations import blocked_between
 from common import events
 from common.models import Conversation, ConversationMember, Message, Profile, User, top_seq
+from common.redisclient import RedisClient
 
 _NOT_FOUND = "no such conversation"
 
@@ -192,7 +192,7 @@ def _message_out(message: Message) -> MessageOut:
 
 
 async def mark_read(
-    session: AsyncSession, redis: Redis, *, user_id: int, conversation_id: int, seq: int
+    session: AsyncSession, redis: RedisClient, *, user_id: int, conversation_id: int, seq: int
 ) -> ReadState:
     """Move the caller's read mark up to ``seq`` (never back, never past the last message)."""
     row = await _membership(session, user_id=user_id, conversation_id=conversation_id, lock=True)
@@ -229,7 +229,7 @@ async def mark_read(
 
 
 async def delete_message(
-    session: AsyncSession, redis: Redis, *, user_id: int, conversation_id: int, seq: int
+    session: AsyncSession, redis: RedisClient, *, user_id: int, conversation_id: int, seq: int
 ) -> None:
     """Soft-delete the caller's own message ``seq``; another's answers 404 like a missing one."""
     row = await _membership(session, user_id=user_id, conversation_id=conversation_id, lock=True)

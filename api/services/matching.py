@@ -20,7 +20,6 @@ import datetime as dt
 import logging
 from typing import Any, Final
 
-from redis.asyncio import Redis
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -63,6 +62,7 @@ from common.models import (
     Swipe,
     User,
 )
+from common.redisclient import RedisClient
 from common.redisedge import REDIS_FAILURES
 from common.settings import Settings
 
@@ -76,7 +76,7 @@ LIKE_NOTIFICATION: Final[NotificationKind] = "like"
 MESSAGE_NOTIFICATION: Final[NotificationKind] = "message"
 
 
-async def publish_after_commit(redis: Redis, *items: events.SafetyEvent) -> None:
+async def publish_after_commit(redis: RedisClient, *items: events.SafetyEvent) -> None:
     """Publish events once the transaction has committed; a Redis failure is logged, not raised.
 
     The database is the truth: a lost live event costs only liveness (clients see the change on
@@ -120,7 +120,7 @@ def visible_user(user_id: ColumnElement[int] | int) -> ColumnElement[bool]:
 
 async def swipe(
     session: AsyncSession,
-    redis: Redis,
+    redis: RedisClient,
     settings: Settings,
     *,
     user_id: int,
@@ -249,7 +249,7 @@ async def _check_like_cap(session: AsyncSession, settings: Settings, *, user_id:
 
 
 async def _create_match(
-    session: AsyncSession, redis: Redis, *, low: int, high: int, target_id: int
+    session: AsyncSession, redis: RedisClient, *, low: int, high: int, target_id: int
 ) -> SwipeResult:
     conversation_id = await session.scalar(
         insert(Conversation).values(created_at=func.now()).returning(Conversation.id)
@@ -434,7 +434,9 @@ def last_message(row: Any) -> LastMessage | None:
     )
 
 
-async def unmatch(session: AsyncSession, redis: Redis, *, user_id: int, match_id: int) -> None:
+async def unmatch(
+    session: AsyncSession, redis: RedisClient, *, user_id: int, match_id: int
+) -> None:
     """End a live match: the conversation closes for both and the pair never meet again."""
     ended = await _end_match(session, Match.id == match_id, user_id=user_id)
     if ended is None:

@@ -24,7 +24,6 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +33,7 @@ from api.services.trust import apply_trust
 from common import events
 from common.models import ModerationLog, ModerationWord
 from common.moderation import VERSION_KEY, Matcher, Verdict, compile_rules
+from common.redisclient import RedisClient
 from common.redisedge import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class _Cached:
 _cache: _Cached | None = None
 
 
-async def _current_version(redis: Redis) -> bytes | None:
+async def _current_version(redis: RedisClient) -> bytes | None:
     value = await redis.get(VERSION_KEY)
     return value if isinstance(value, bytes) or value is None else str(value).encode()
 
@@ -76,7 +76,7 @@ async def load_matcher(session: AsyncSession) -> Matcher:
     return matcher
 
 
-async def get_matcher(session: AsyncSession, redis: Redis) -> Matcher:
+async def get_matcher(session: AsyncSession, redis: RedisClient) -> Matcher:
     """The cached matcher, reloaded when the list's version in Redis moved on."""
     global _cache
     try:
@@ -103,7 +103,7 @@ def forget_cache() -> None:
     _cache = None
 
 
-async def list_changed(redis: Redis) -> None:
+async def list_changed(redis: RedisClient) -> None:
     """After an admin's change committed: new version, drop the local cache, tell the nodes."""
     forget_cache()
     try:
@@ -130,7 +130,7 @@ def write_log(session: AsyncSession, *, user_id: int | None, source: str, verdic
 
 async def check_text(
     session: AsyncSession,
-    redis: Redis,
+    redis: RedisClient,
     *,
     user_id: int | None,
     source: str,
@@ -159,7 +159,11 @@ async def check_text(
 
 
 async def check_texts(
-    session: AsyncSession, redis: Redis, *, user_id: int | None, texts: Mapping[str, str | None]
+    session: AsyncSession,
+    redis: RedisClient,
+    *,
+    user_id: int | None,
+    texts: Mapping[str, str | None],
 ) -> dict[str, Verdict]:
     """:func:`check_text` for several fields (``{"bio": ..., "display_name": ...}``); every
     field is checked and logged before the first reject is raised. ``None`` fields are skipped."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from sqlalchemy import BigInteger, ColumnElement, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +37,7 @@ from api.services.paging import newest_first, next_cursor
 from api.services.relations import blocked_between, is_blocked_between
 from common import events
 from common.models import Conversation, Notification
+from common.redisclient import RedisClient
 
 
 def _about() -> ColumnElement[int]:
@@ -87,7 +87,7 @@ async def create(
     return events.Notify(user=user_id, id=notification_id, kind=kind, payload=body)
 
 
-async def push(redis: Redis, *created: events.Notify | None) -> None:
+async def push(redis: RedisClient, *created: events.Notify | None) -> None:
     """Publish created notifications for live delivery; call after the commit."""
     ready = [item for item in created if item is not None]
     if ready:

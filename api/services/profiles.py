@@ -14,7 +14,6 @@ from typing import Any, Final
 
 from fastapi.exceptions import RequestValidationError
 from geoalchemy2 import Geometry
-from redis.asyncio import Redis
 from sqlalchemy import cast, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
@@ -36,6 +35,7 @@ from api.services.discovery import bucket_label, bucket_of
 from api.services.relations import is_blocked_between
 from common.geo import ewkt
 from common.models import Interest, Profile, User, UserInterest
+from common.redisclient import RedisClient
 from common.settings import Settings
 
 #: Moves shorter than this are always allowed (cell size, GPS jitter, a walk between updates).
@@ -112,7 +112,7 @@ async def refresh_completeness(session: AsyncSession, user_id: int) -> None:
 
 
 async def update_profile(
-    session: AsyncSession, redis: Redis, *, user_id: int, data: ProfileUpdate
+    session: AsyncSession, redis: RedisClient, *, user_id: int, data: ProfileUpdate
 ) -> None:
     """Apply ``data``; the display name and bio pass the content filter first (a reject is 422
     ``content_rejected`` and changes nothing, a warn is logged and the change goes through)."""

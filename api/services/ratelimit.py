@@ -7,15 +7,14 @@ The counter and its expiry are set in one pipelined round trip.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from api.errors import RateLimited
+from common.redisclient import RedisClient
 from common.rediskeys import RATE_LIMIT_PREFIX
 
 _PREFIX = RATE_LIMIT_PREFIX
 
 
-async def hits(redis: Redis, key: str, *, window_s: int) -> tuple[int, int]:
+async def hits(redis: RedisClient, key: str, *, window_s: int) -> tuple[int, int]:
     """Count one hit on ``key``; return (hits in this window, seconds until it resets)."""
     full_key = _PREFIX + key
     async with redis.pipeline(transaction=True) as pipe:
@@ -26,7 +25,7 @@ async def hits(redis: Redis, key: str, *, window_s: int) -> tuple[int, int]:
     return int(count), max(int(ttl), 1)
 
 
-async def limit(redis: Redis, key: str, *, max_hits: int, window_s: int) -> None:
+async def limit(redis: RedisClient, key: str, *, max_hits: int, window_s: int) -> None:
     """Count a hit and refuse it with 429 when ``key`` is over ``max_hits`` in the window."""
     count, retry_after = await hits(redis, key, window_s=window_s)
     if count > max_hits:
@@ -36,5 +35,5 @@ async def limit(redis: Redis, key: str, *, max_hits: int, window_s: int) -> None
         )
 
 
-async def reset(redis: Redis, key: str) -> None:
+async def reset(redis: RedisClient, key: str) -> None:
     await redis.delete(_PREFIX + key)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Final, cast
 
-from redis.asyncio import Redis
 from sqlalchemy import delete, exists, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,6 +49,7 @@ from common.models import (
     Report,
     User,
 )
+from common.redisclient import RedisClient
 
 REPORTS_PER_HOUR: Final = 10
 LIST_MAX: Final = 500
@@ -67,7 +67,7 @@ async def _require_user(session: AsyncSession, user_id: int) -> None:
 
 
 async def block(
-    session: AsyncSession, redis: Redis, *, user_id: int, target_id: int
+    session: AsyncSession, redis: RedisClient, *, user_id: int, target_id: int
 ) -> tuple[BlockOut, bool]:
     """Block ``target_id`` (idempotent); returns the block and whether it is new."""
     if target_id == user_id:
@@ -115,7 +115,9 @@ async def _block_out(session: AsyncSession, *, user_id: int, target_id: int) -> 
     )
 
 
-async def unblock(session: AsyncSession, redis: Redis, *, user_id: int, target_id: int) -> None:
+async def unblock(
+    session: AsyncSession, redis: RedisClient, *, user_id: int, target_id: int
+) -> None:
     """Remove your block of ``target_id``; a match it ended stays ended."""
     removed = await session.scalar(
         delete(Block)
@@ -192,7 +194,7 @@ def _report_out(row: Report) -> ReportOut:
 
 
 async def report(
-    session: AsyncSession, redis: Redis, *, reporter_id: int, body: ReportIn
+    session: AsyncSession, redis: RedisClient, *, reporter_id: int, body: ReportIn
 ) -> ReportOut:
     """File a report; one pending report per person you report, and a few an hour."""
     reported_id = body.user_id

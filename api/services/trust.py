@@ -10,11 +10,11 @@ Events one person can repeat at will against another (toggling a like or a block
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
 from sqlalchemy import func, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.models import TrustEvent, User
+from common.redisclient import RedisClient
 from common.redisedge import REDIS_FAILURES
 from common.rediskeys import trust_window_key
 from common.trust import TRUST_DELTAS, TRUST_MAX, TRUST_MIN, TrustReason
@@ -42,7 +42,7 @@ async def apply_trust(session: AsyncSession, *, user_id: int, reason: TrustReaso
 
 
 async def first_in_window(
-    redis: Redis, *, reason: TrustReason, actor: int, target: int, window_s: int
+    redis: RedisClient, *, reason: TrustReason, actor: int, target: int, window_s: int
 ) -> bool:
     """Whether ``actor``'s ``reason`` event on ``target`` is the first in ``window_s`` (and so
     should move the score); False when Redis cannot tell, so a repeat is never counted twice."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from common.settings import DEV_SECRET, Settings
+from common.settings import CLUSTER_USER_SLOTS, DEV_SECRET, Settings, cluster_nodes
 
 REAL_SECRET = "x" * 48
 
@@ -77,3 +77,35 @@ def test_bad_environment_values_are_refused_by_name(
         Settings(_env_file=None)
     field = name.removeprefix("MM_").lower()
     assert field in str(excinfo.value)
+
+
+def test_a_cluster_url_names_its_seeds_and_spreads_users_over_more_tags() -> None:
+    url = "redis+cluster://app:p%40ss@10.0.0.1:7000,10.0.0.2:7001/0"
+    settings = Settings(_env_file=None, redis_url=url)
+    assert settings.redis_cluster and settings.user_slots == CLUSTER_USER_SLOTS > 1
+    parsed = cluster_nodes(url)
+    assert parsed.nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
+    assert (parsed.username, parsed.password, parsed.tls) == ("app", "p@ss", False)
+    assert cluster_nodes("rediss+cluster://h:1").tls
+    single = Settings(_env_file=None, redis_url="redis://127.0.0.1:6379/0")
+    assert not single.redis_cluster and single.user_slots == 1
+    both = Settings(_env_file=None, redis_url=url, redis_user_slots=4)
+    assert both.user_slots == 4
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+cluster://", "each cluster node is host:port, got ''"),
+        ("redis+cluster://h1:7000,h2", "each cluster node is host:port, got 'h2'"),
+        ("redis+cluster://h1:port", "port 'port' of cluster node 'h1:port' is not 1-65535"),
+        ("redis+cluster://h1:70000", "port '70000' of cluster node 'h1:70000' is not 1-65535"),
+        ("redis+cluster://h1:7000/1", "a Redis Cluster has only database 0, the URL names /1"),
+        ("redis+cluster://h1:7000?x=1", "a cluster URL takes no ?options"),
+        ("cluster://h1:7000", "must start with redis://, rediss://, unix://"),
+    ],
+)
+def test_a_bad_redis_url_is_refused_saying_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None, redis_url=url)
+    assert "redis_url" in str(raised.value) and message in str(raised.value)

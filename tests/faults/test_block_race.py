@@ -13,10 +13,10 @@ import asyncio
 import time
 
 import asyncpg
-from redis.asyncio import Redis
 
 from common import events
 from common.codes import Err
+from common.redisclient import redis_client
 from tests.faults.conftest import Cluster, World
 from tests.faults.results import record
 from tests.faults.services import PrivateServices
@@ -52,7 +52,7 @@ async def test_nothing_is_delivered_after_a_block_is_applied(
             await rec.send(type="typing", cid=cid, on=n % 2 == 0, rid=f"t{n}")
             await asyncio.sleep(TICK / 5)
 
-    redis = Redis.from_url(private.redis_url)
+    redis = redis_client(private.redis_url)
     try:
         tasks = [
             asyncio.create_task(send_forever()),

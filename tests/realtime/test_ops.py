@@ -96,6 +96,15 @@ async def test_metrics_move_with_real_connections_and_sends(
     assert metric(during, "mm_rt_batch_commit_seconds_count") > metric(
         before, "mm_rt_batch_commit_seconds_count"
     )
+    # Each authentication read its account and token version through the coalescers.
+    for source in ("accounts", "token_versions"):
+        assert metric(during, "mm_rt_connect_reads_total", source=source) > metric(
+            before, "mm_rt_connect_reads_total", source=source
+        )
+        read = metric(during, "mm_rt_connect_read_keys_total", source=source) - metric(
+            before, "mm_rt_connect_read_keys_total", source=source
+        )
+        assert read == 2, (source, read)
     # realtime/gcpolicy.py: the full collection before freezing the startup heap was timed.
     assert metric(before, "mm_rt_gc_pause_seconds_count", generation="2") >= 1
     assert metric(before, "mm_rt_gc_pause_seconds_sum", generation="2") > 0

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from common import events
+from common.redisclient import redis_client
 from common.rediskeys import NODES, node_users_key, route_key
 from realtime.broker import Broker, Kind, RedisBroker, Scope
 from realtime.memory import MemoryBroker, MemoryPresence, MemorySafetyFeed, MemoryState
@@ -140,7 +140,7 @@ class RedisEdge(Edge):
 
     def __init__(self) -> None:
         super().__init__()
-        self.redis = Redis.from_url(TEST_REDIS_URL)
+        self.redis = redis_client(TEST_REDIS_URL)
         self.closers.append(self.redis.aclose)
 
     def broker(self, inbox: Inbox, hosted: Callable[[], Iterable[int]] = tuple) -> Broker:
@@ -176,7 +176,9 @@ class RedisEdge(Edge):
             await self.redis.zadd(route_key(user), {node_id: time.time() - 10 * TTL})
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=["memory", pytest.param("redis", marks=[pytest.mark.integration, pytest.mark.cluster])]
+)
 async def edge(request: pytest.FixtureRequest) -> AsyncIterator[Edge]:
     built: Edge = MemoryEdge() if request.param == "memory" else RedisEdge()
     yield built

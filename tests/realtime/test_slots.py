@@ -5,6 +5,8 @@ The test Redis is watched with ``MONITOR`` while two nodes chat across nodes (th
 delivery scripts), a node's heartbeat renews its lease (a script), and a killed node is reaped
 (its keys deleted, its users' offline script run). Each call's keys are grouped by
 ``redis.crc.key_slot``; the test also fails if a script it means to cover was never called.
+It runs with the users' tag count of one Redis (1) and of a cluster (16, ``MM_REDIS_USER_SLOTS``
+given to both nodes), so grouping by tag is checked where it does something.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from common.cluster import LEASE
-from common.rediskeys import USER_SLOTS
+from common.settings import CLUSTER_USER_SLOTS
 from realtime.broker import ROUTES, XADD
 from realtime.presencebackend import OFFLINE
 from tests.db_support import TEST_REDIS_URL
@@ -93,14 +95,20 @@ async def monitor(record: Record, stop: asyncio.Event) -> None:
         writer.close()
 
 
+@pytest.fixture(params=[1, CLUSTER_USER_SLOTS], ids=["one-tag", "cluster-tags"])
+def user_slots(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
 @pytest.fixture
-def node_a(redis: Redis) -> Iterator[ServiceProcess]:
-    proc = start_node("sa", **ENV)
+def node_a(redis: Redis, user_slots: int) -> Iterator[ServiceProcess]:
+    proc = start_node("sa", **ENV, MM_REDIS_USER_SLOTS=str(user_slots))
     yield proc
     assert proc.stop() == 0, f"node did not stop cleanly, see {proc.log_path}"
 
 
 async def test_every_script_transaction_and_multi_key_command_touches_one_slot(
+    user_slots: int,
     node_a: ServiceProcess,
     new_user: Callable[..., Any],
     new_conversation: Callable[..., Any],
@@ -112,7 +120,7 @@ async def test_every_script_transaction_and_multi_key_command_touches_one_slot(
     users = [await new_user() for _ in range(6)]
     alice, peers = users[0], users[1:]
     cids = [await new_conversation(alice, peer) for peer in peers]
-    doomed = start_node("sc", **ENV)
+    doomed = start_node("sc", **ENV, MM_REDIS_USER_SLOTS=str(user_slots))
     a = await client(f"ws://127.0.0.1:{node_a.port}/", make_token(alice))
     try:
         others = [
@@ -147,4 +155,4 @@ async def test_every_script_transaction_and_multi_key_command_touches_one_slot(
     # The recipients' routes were looked up in as many slots as the users' tags allow (with
     # more than one tag, grouping did something).
     routes = [keys for sha, keys in record.scripts if sha == ROUTES.sha]
-    assert len(slots([key for keys in routes for key in keys])) >= min(USER_SLOTS, 2)
+    assert len(slots([key for keys in routes for key in keys])) >= min(user_slots, 2)

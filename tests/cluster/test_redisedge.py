@@ -1,0 +1,64 @@
+"""``eval_scripts`` on the real cluster: calls packed per node, an unknown script resent in
+full, a stale slot map (``MOVED``) followed without running a call twice, and the token-version
+``MGET``s per node."""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import RedisCluster
+
+from common.redisclient import RedisClient
+from common.redisedge import Call, eval_scripts
+from common.rediskeys import (
+    by_user_group,
+    delivery_stream,
+    get_token_versions,
+    route_key,
+    set_token_version,
+)
+from realtime.broker import ROUTES, XADD
+
+
+async def test_routes_calls_of_every_tag_answer_in_order_and_after_a_script_flush(
+    redis: RedisClient,
+) -> None:
+    assert isinstance(redis, RedisCluster)
+    users = list(range(900_001, 900_049))
+    groups = by_user_group(users)
+    assert len(groups) > 1
+    for user in users[::3]:
+        await redis.zadd(route_key(user), {"elsewhere": time.time() + 60})
+    calls = [(ROUTES, [route_key(u) for u in g], (str(time.time()), "me", 0)) for g in groups]
+    expected = [
+        [x for i, u in enumerate(g, 1) if u in users[::3] for x in (i, b"elsewhere")]
+        for g in groups
+    ]
+    assert await eval_scripts(redis, calls) == expected
+    await redis.script_flush()  # every primary forgets: NOSCRIPT, then EVAL in full
+    assert await eval_scripts(redis, calls) == expected
+
+
+async def test_a_stale_slot_map_is_followed_and_no_call_runs_twice(redis: RedisClient) -> None:
+    assert isinstance(redis, RedisCluster)
+    await redis.initialize()
+    streams = [delivery_stream(f"edge-{i}") for i in range(6)]
+    owners = {s: redis.get_node_from_key(s) for s in streams}
+    # Point every stream's slot at a node that does not own it: each call answers MOVED.
+    for stream in streams:
+        slot = redis.keyslot(stream)
+        wrong = next(n for n in redis.get_primaries() if n != owners[stream])
+        redis.nodes_manager.slots_cache[slot] = [wrong]
+    calls: list[Call] = [(XADD, [s], [1000, b"1", b"f", b"0:0", s.encode()]) for s in streams]
+    assert await eval_scripts(redis, calls) == [1] * len(streams)
+    for stream in streams:
+        assert await redis.xlen(stream) == 1  # ran once, on its owner
+        assert redis.get_node_from_key(stream) == owners[stream]  # the map was corrected
+
+
+async def test_token_versions_are_read_per_tag_across_nodes(redis: RedisClient) -> None:
+    users = list(range(910_001, 910_040))
+    for user in users[::2]:
+        await set_token_version(redis, user, user % 7)
+    got = await get_token_versions(redis, users)
+    assert got == {u: (u % 7 if u in users[::2] else None) for u in users}
