@@ -1,8 +1,14 @@
-"""Realtime node heartbeats in Redis: written by each node, read by the API's admin routes.
+"""Realtime node heartbeats in Redis: each node's lease, read by the other nodes and by the
+API's admin routes.
 
-Each node refreshes ``mm:{nodes}:node:<id>`` (a key with a TTL) and its score in the ``mm:{nodes}``
-sorted set every heartbeat. A node whose heartbeat is older than ``stale_after_s`` is dead: its
-entry is ignored by readers and removed by :func:`prune_dead_nodes`.
+Each node renews ``mm:{nodes}:node:<id>`` (a key with the node's TTL: its *lease*) and its score
+in the ``mm:{nodes}`` sorted set every heartbeat (:func:`renew_lease`, one script, one slot). The
+lease is what keeps the node's routes and online users alive (:mod:`realtime.leases`): while the
+key exists the node is alive; once it has expired the other nodes reap the node. The renewal
+says whether the key was still there, so a node that was cut off longer than its TTL (and may
+have been reaped) knows to register its users again. A node whose heartbeat is older than
+``stale_after_s`` is dead: its entry is ignored by :func:`live_nodes` and removed by
+:func:`prune_dead_nodes`.
 """
 
 from __future__ import annotations
@@ -12,7 +18,19 @@ import time
 import msgspec
 
 from common.redisclient import RedisClient
+from common.redisedge import LuaScript, eval_scripts
 from common.rediskeys import NODES, as_text, node_key
+
+# KEYS: the node's heartbeat key, the registry. ARGV: the NodeInfo JSON, ttl (ms), heartbeat
+# time (epoch s), node id. 1 if the key was still there (the lease held), else 0 (written anew).
+LEASE_LUA = """
+local held = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX')
+if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+if held then return 1 end
+return 0
+"""
+LEASE = LuaScript(LEASE_LUA)
 
 
 class NodeInfo(msgspec.Struct, frozen=True):
@@ -38,6 +56,29 @@ async def publish_heartbeat(redis: RedisClient, info: NodeInfo, *, ttl_s: float)
         pipe.set(node_key(info.id), _encoder.encode(info), px=int(ttl_s * 1000))
         pipe.zadd(NODES, {info.id: info.heartbeat_at})
         await pipe.execute()
+
+
+async def renew_lease(redis: RedisClient, info: NodeInfo, *, ttl_s: float) -> bool:
+    """Write this node's heartbeat (its lease, for ``ttl_s``) in one round trip; False when the
+    key had gone (the node's first heartbeat, or its lease lapsed and others may have reaped
+    it: the caller registers its users again)."""
+    keys = [node_key(info.id), NODES]
+    args = (_encoder.encode(info), int(ttl_s * 1000), info.heartbeat_at, info.id)
+    (held,) = await eval_scripts(redis, [(LEASE, keys, args)])
+    return bool(held)
+
+
+async def leased_nodes(redis: RedisClient) -> dict[str, int]:
+    """The registered nodes whose lease key exists now, with the ms it has left (O(nodes): one
+    ZRANGE, then one PTTL per node in one pipeline)."""
+    ids = [as_text(node_id) for node_id in await redis.zrange(NODES, 0, -1)]
+    if not ids:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for node_id in ids:
+            pipe.pttl(node_key(node_id))
+        left = await pipe.execute()
+    return {node_id: int(ms) for node_id, ms in zip(ids, left, strict=True) if int(ms) > 0}
 
 
 async def remove_node(redis: RedisClient, node_id: str) -> None:

@@ -84,7 +84,8 @@ def _user(user_id: int, what: str) -> str:
 
 
 def route_key(user_id: int) -> str:
-    """Sorted set of node ids hosting ``user_id``'s sockets, scored by expiry (epoch s)."""
+    """Sorted set of node ids hosting ``user_id``'s sockets, scored by when written (epoch s);
+    no expiry: alive as long as the node's lease (:mod:`realtime.leases`)."""
     return _user(user_id, "routes")
 
 

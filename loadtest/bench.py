@@ -32,7 +32,7 @@ from typing import Any, Final
 import uvloop
 
 from common.redisclient import is_cluster_url
-from loadtest import discovery_population, soak_report, stack
+from loadtest import discovery_population, idle_cpu, soak_report, stack
 from loadtest.discovery import DiscoveryReport, measure
 from loadtest.generator import CONNECT_CONCURRENCY, chat_run, idle_run
 from loadtest.processes import Services, cpu_seconds, used
@@ -64,6 +64,7 @@ TARGETS: Final = {
     "storm_open_s": "<= 4 (10,000 sockets at once, fresh node)",
     # Issue 18: what crossing nodes costs, against both members on one node, same run.
     "cross_node_node_ratio": "<= 1.25x (node CPU per message, cross / same node)",
+    "idle_cpu_head_node_us_per_user_10s_user_part": "<= 5 (19,000 idle users held)",
 }
 #: The issue-17 layout: as the independent client that measured the peer.
 HOT_PATH: Final = {"pairs": 100, "body_chars": 100}
@@ -257,6 +258,41 @@ class Bench:
                 )
             self.runs.setdefault(label, []).append(report.as_dict())
             print(f"[{label}]", *report.lines(), sep="\n")
+
+    def idle_cpu(self) -> dict[str, float]:
+        """Node and Redis CPU per hosted idle user per 10 s (:mod:`loadtest.idle_cpu`): this
+        tree, and ``--baseline-src`` when given, the layouts and trees alternated run by run."""
+        a = self.args
+        trees = [("head", self.src)]
+        if a.baseline_src:
+            trees.append(("baseline", Path(a.baseline_src).resolve()))
+        for _ in range(a.runs):
+            for tree, src in trees:
+                for layout, per_user in idle_cpu.LAYOUTS.items():
+                    label = f"idle_cpu_{tree}_{layout}"
+                    server = stack.realtime_node(
+                        "node", core="1", env=self.env, log_dir=self.log_dir, cwd=src
+                    )
+                    with stack.running(server) as (node,):
+                        meter = CpuMeter([node.pid], self.services)
+                        row = uvloop.run(
+                            idle_cpu.idle_cpu_run(
+                                url=f"ws://127.0.0.1:{node.port}/",
+                                connections=a.idle_cpu_connections,
+                                per_user=per_user,
+                                settle_s=a.idle_cpu_settle,
+                                window_s=a.idle_cpu_window,
+                                on_window=meter.mark,
+                            )
+                        )
+                    row |= meter.shares() | {"tree": str(src)}
+                    row |= idle_cpu.row_figures(row)
+                    self.runs.setdefault(label, []).append(row)
+                    print(f"[{label}]", {k: v for k, v in row.items() if k != "errors"})
+        found: dict[str, float] = {}
+        for tree, _ in trees:
+            found |= idle_cpu.figures(self.runs, tree)
+        return found
 
     def cross_node(self) -> dict[str, float]:
         """Node and Redis CPU per message with each pair's members on two nodes, against both
@@ -461,6 +497,8 @@ class Bench:
             figures["two_nodes_ratio"] = round(two / peak, 2)
         if wanted("cross_node"):
             figures |= self.cross_node()
+        if only is not None and "idle_cpu" in only:  # minutes of idle: only when named
+            figures |= self.idle_cpu()
         if wanted("moderation"):
             figures["moderation_us_per_message"] = self.moderation()
         if wanted("discovery"):
@@ -574,7 +612,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma list: peak,latency,sweep,inflight,paced,idle,storm,capacity,two_nodes,"
-        "cross_node,moderation,discovery,soak (soak only when named)",
+        "cross_node,moderation,discovery,soak,idle_cpu (soak and idle_cpu only when named)",
+    )
+    p.add_argument("--idle-cpu-connections", type=int, default=19_000)
+    p.add_argument("--idle-cpu-window", type=float, default=60.0, help="seconds measured")
+    p.add_argument("--idle-cpu-settle", type=float, default=5.0, help="seconds after opening")
+    p.add_argument(
+        "--baseline-src",
+        default="",
+        help="idle_cpu: also run the node from this checkout, alternated with --server-src",
     )
     p.add_argument(
         "--cross-node-rate",

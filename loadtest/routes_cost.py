@@ -23,10 +23,8 @@ SIZES = (1, 2, 8, 32, 200)
 
 
 def grouped(users: list[int]) -> list[Call]:
-    now = str(time.time())
     return [
-        (ROUTES, [route_key(u) for u in members], (now, "me", 0))
-        for members in by_user_group(users)
+        (ROUTES, [route_key(u) for u in members], ("me", 0)) for members in by_user_group(users)
     ]
 
 
@@ -50,7 +48,7 @@ async def main(url: str, n: int) -> None:
 
         async def one_call(users: list[int] = users) -> object:
             keys = [f"mm:user:{u}:routes" for u in users]
-            return await single(keys=keys, args=[str(time.time()), "me", 0])
+            return await single(keys=keys, args=["me", 0])
 
         async def per_slot(users: list[int] = users) -> object:
             return await eval_scripts(redis, grouped(users))

@@ -1,8 +1,16 @@
 """Everything a realtime node asks Redis: routes, delivery streams, token versions, heartbeat.
 
-Owns cross-node delivery. Routes say which nodes hold a user's sockets: a sorted set per user
-(``mm:{u<n>}:user:<id>:routes``, node id scored by the time the entry expires), refreshed by this
-node's heartbeat, so a dead node's routes expire by themselves. :meth:`RedisBroker.publish` never
+Owns cross-node delivery and this node's lease. Routes say which nodes hold a user's sockets: a
+sorted set per user (``mm:{u<n>}:user:<id>:routes``, node id scored by when the entry was
+written), with no expiry: written on the user's first socket here (with the user in this node's
+``mm:{node:<id>}:users``, the reaper's index), removed on their last. A route is alive as long as
+its node's lease (:mod:`realtime.leases`): the heartbeat renews one key per node, whatever its
+number of users, reads which nodes hold a lease (O(nodes)) into :attr:`RedisBroker.live`, and the
+routes lookup drops members whose node has none. A dead node's routes are removed by the node
+that reaps it (:mod:`realtime.presence`). A heartbeat that finds this node's lease gone (cut off
+from Redis longer than the TTL, so maybe reaped) writes every local user's route again, once,
+and counts it in :attr:`RedisBroker.regained` (presence then restores its own marks); a route
+write that failed is retried by the next heartbeat. :meth:`RedisBroker.publish` never
 awaits: deliveries queue and one publisher task sends everything queued since its last round trip
 together. It costs one pipeline per tick, whatever the number of deliveries: the routes script
 reads the routes of the tick's distinct recipients and answers only for users with a route on
@@ -35,14 +43,17 @@ from common import cluster, wire
 from common.redisclient import redis_client
 from common.redisedge import REDIS_FAILURES, Arg, Call, LuaScript, eval_scripts
 from common.rediskeys import (
+    NODES,
     by_user_group,
     delivery_stream,
     get_token_versions,
+    node_users_key,
     route_key,
     set_token_version,
     stream_entries,
 )
 from realtime.coalesce import Coalescer, CoalescerClosed
+from realtime.leases import LiveNodes
 
 log = logging.getLogger("realtime.broker")
 
@@ -53,17 +64,22 @@ VERSION_CALLS: Final = 4
 #: Approximate cap of a delivery stream (a dead node's stream stops growing here).
 STREAM_MAXLEN: Final = 100_000
 MAX_PENDING: Final = 200_000
+#: Users per pipeline when every local route is written again (a lease regained).
+REGISTER_BATCH: Final = 1000
 # KEYS: the route sets of a tick's distinct recipients that share one hash tag, the watched
 # ones first.
-# ARGV: now, own node id, how many keys are watched.
-# Answers a flat list (key index, comma-joined other nodes) for the keys with another node, and
-# (key index, '') for the watched keys with none.
+# ARGV: own node id, how many keys are watched.
+# Answers a flat list (key index, 'node,written,node,written...' of the other nodes) for the
+# keys with another node, and (key index, '') for the watched keys with none. Whether those
+# nodes are alive is the caller's to decide (their leases live in another slot).
 ROUTES_LUA: Final = """
-local now, me, watched, out = ARGV[1], ARGV[2], tonumber(ARGV[3]), {}
+local me, watched, out = ARGV[1], tonumber(ARGV[2]), {}
 for i, key in ipairs(KEYS) do
-  local others = {}
-  for _, node in ipairs(redis.call('ZRANGE', key, now, '+inf', 'BYSCORE')) do
-    if node ~= me then others[#others + 1] = node end
+  local others, entries = {}, redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  for j = 1, #entries, 2 do
+    if entries[j] ~= me then
+      others[#others + 1] = entries[j]; others[#others + 1] = entries[j + 1]
+    end
   end
   if #others > 0 then out[#out + 1] = i; out[#out + 1] = table.concat(others, ',')
   elseif i <= watched then out[#out + 1] = i; out[#out + 1] = '' end
@@ -100,6 +116,14 @@ _KINDS: Final[dict[Kind, bytes]] = {"frame": b"f", "presence": b"p"}
 _Pending = tuple[Sequence[int], bytes, "Watch | None", Kind, Scope]
 
 
+def route_members(raw: bytes) -> list[tuple[str, float]]:
+    """``(node, written)`` pairs from a routes answer's ``node,written,...`` (empty: none)."""
+    if not raw:
+        return []
+    parts = raw.decode().split(",")
+    return [(parts[i], float(parts[i + 1])) for i in range(0, len(parts) - 1, 2)]
+
+
 def entry_header(kind: Kind, scope: Scope) -> tuple[bytes, bytes]:
     """The ``k`` and ``s`` fields of a delivery-stream entry."""
     return _KINDS[kind], b"%d:%d" % scope
@@ -131,6 +155,15 @@ class Broker(Protocol):
     in-memory twin :class:`realtime.memory.MemoryBroker`; one contract suite
     (``tests/realtime/test_seams.py``) runs against both. An implementation takes its
     ``on_delivery`` (entries other nodes published to this one) when it is built."""
+
+    node_id: str
+    #: How many times a heartbeat found this node's lease gone (the first one included) and
+    #: wrote every local route again.
+    regained: int
+
+    @property
+    def leased(self) -> bool:
+        """The last heartbeat renewed the lease (and wrote the routes again if it had gone)."""
 
     def start(self) -> None: ...
 
@@ -176,6 +209,11 @@ class RedisBroker:
         self.route_ttl_s, self.timeout_s, self.block_ms = route_ttl_s, timeout_s, block_ms
         self.local_users, self.stats, self.load = local_users, stats, load
         self.stream = delivery_stream(node_id)
+        self.live = LiveNodes(node_id, stale_after_s=route_ttl_s / 2)
+        self.regained = 0
+        self._leased = False  # the last heartbeat found (or wrote) this node's lease
+        # Users whose route write failed: the next heartbeat writes or removes their route.
+        self._unsynced: set[int] = set()
         self.redis = redis_client(
             url,
             socket_timeout=timeout_s,
@@ -222,14 +260,15 @@ class RedisBroker:
                 await task
         self._tasks = []
         with contextlib.suppress(*REDIS_FAILURES):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for user in self.local_users():
-                    pipe.zrem(route_key(user), self.node_id)
-                pipe.delete(self.stream)
-                await asyncio.wait_for(pipe.execute(), self.timeout_s)
+            await asyncio.wait_for(self._remove_routes(self.local_users()), self.timeout_s)
+            await asyncio.wait_for(self.redis.delete(self.stream), self.timeout_s)
             await asyncio.wait_for(cluster.remove_node(self.redis, self.node_id), self.timeout_s)
         await self.redis.aclose()
         await self._reader.aclose()
+
+    @property
+    def leased(self) -> bool:
+        return self._leased
 
     @property
     def reading(self) -> bool:
@@ -239,32 +278,47 @@ class RedisBroker:
     # -- routes and token versions -------------------------------------------------------------
 
     async def add_route(self, user_id: int) -> bool:
-        """Announce that this node hosts ``user_id``; False (logged) when Redis is down."""
+        """Announce that this node hosts ``user_id``; False (logged, and retried by the next
+        heartbeat) when Redis is down."""
         try:
-            await asyncio.wait_for(self._route_pipeline([user_id]), self.timeout_s)
+            await asyncio.wait_for(self._write_routes([user_id]), self.timeout_s)
+            self._unsynced.discard(user_id)
             return True
         except REDIS_FAILURES as exc:
+            self._unsynced.add(user_id)
             log.warning("route add failed", extra={"error": type(exc).__name__})
             return False
 
     async def remove_route(self, user_id: int) -> bool:
         try:
-            await asyncio.wait_for(
-                self.redis.zrem(route_key(user_id), self.node_id), self.timeout_s
-            )
+            await asyncio.wait_for(self._remove_routes([user_id]), self.timeout_s)
+            self._unsynced.discard(user_id)
             return True
         except REDIS_FAILURES as exc:
+            self._unsynced.add(user_id)
             log.warning("route remove failed", extra={"error": type(exc).__name__})
             return False
 
-    async def _route_pipeline(self, users: Iterable[int]) -> None:
-        expiry = time.time() + self.route_ttl_s
-        ttl_ms = int(self.route_ttl_s * 1000)
+    async def _write_routes(self, users: Sequence[int]) -> None:
+        """Routes of ``users`` to this node, and ``users`` in the reaper's index of this node
+        (in one pipeline: a route the reaper could not find would outlive this node)."""
+        if not users:
+            return
+        written = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if not self._leased:
+                # No lease yet (or lost): registered all the same, so that if this node never
+                # gets one, a reaper still finds it (its score alone ages; NX keeps a newer one).
+                pipe.zadd(NODES, {self.node_id: written}, nx=True)
+            pipe.sadd(node_users_key(self.node_id), *users)
+            for user in users:
+                pipe.zadd(route_key(user), {self.node_id: written})
+            await pipe.execute()
+
+    async def _remove_routes(self, users: Iterable[int]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for user in users:
-                key = route_key(user)
-                pipe.zadd(key, {self.node_id: expiry})
-                pipe.pexpire(key, ttl_ms)
+                pipe.zrem(route_key(user), self.node_id)
             await pipe.execute()
 
     async def token_version(self, user_id: int) -> int | None:
@@ -332,12 +386,12 @@ class RedisBroker:
         if watched:
             users = dict.fromkeys([*watched, *users])
         groups = by_user_group(users)
-        now, node_id = str(time.time()), self.node_id
+        node_id, live, now = self.node_id, self.live, time.time()
         calls: list[Call] = [
             (
                 ROUTES,
                 [route_key(u) for u in members],
-                (now, node_id, sum(u in watched for u in members) if watched else 0),
+                (node_id, sum(u in watched for u in members) if watched else 0),
             )
             for members in groups
         ]
@@ -347,9 +401,14 @@ class RedisBroker:
         for members, reply in zip(groups, replies, strict=True):
             for i in range(0, len(reply), 2):
                 user = members[int(reply[i]) - 1]
-                if reply[i + 1]:
-                    elsewhere[user] = reply[i + 1].split(b",")
-                else:
+                nodes = [
+                    node.encode()
+                    for node, written in route_members(reply[i + 1])
+                    if live.alive(node, written, now)
+                ]
+                if nodes:
+                    elsewhere[user] = nodes
+                elif user in watched:
                     nowhere.add(user)
         if nowhere:
             self._tell_watches(batch, nowhere)
@@ -417,24 +476,55 @@ class RedisBroker:
         interval = self.route_ttl_s / 3
         while True:
             try:
-                await asyncio.wait_for(
-                    self._route_pipeline(list(self.local_users())), self.timeout_s
-                )
-                connections, users = self.stats()
-                now = time.time()
-                info = cluster.NodeInfo(
-                    id=self.node_id,
-                    address=self.address,
-                    started_at=self.started_at,
-                    heartbeat_at=now,
-                    connections=connections,
-                    users=users,
-                    **self.load(),
-                )
-                await asyncio.wait_for(
-                    cluster.publish_heartbeat(self.redis, info, ttl_s=self.route_ttl_s),
-                    self.timeout_s,
-                )
+                await self._heartbeat()
             except REDIS_FAILURES as exc:
                 log.warning("heartbeat failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(interval)
+
+    async def _heartbeat(self) -> None:
+        """Renew the lease (O(1) writes); write every local route again if it had lapsed, else
+        only the routes whose write failed; read which nodes hold a lease (O(nodes))."""
+        info = self._node_info()
+        self._leased = False  # until this renewal answers (and the routes are back)
+        held = await asyncio.wait_for(
+            cluster.renew_lease(self.redis, info, ttl_s=self.route_ttl_s), self.timeout_s
+        )
+        if not held:
+            users = list(self.local_users())
+            if self.regained or users:
+                log.warning("lease lost: routes written again", extra={"users": len(users)})
+            for start in range(0, len(users), REGISTER_BATCH):
+                chunk = users[start : start + REGISTER_BATCH]
+                await asyncio.wait_for(self._write_routes(chunk), self.timeout_s)
+            self._unsynced.clear()
+            self.regained += 1
+        self._leased = True
+        if self._unsynced:
+            await self._sync_routes()
+        await asyncio.wait_for(self.live.refresh(self.redis), self.timeout_s)
+
+    async def _sync_routes(self) -> None:
+        """Write or remove the routes whose last write failed, as the hub has them now."""
+        users, self._unsynced = self._unsynced, set()
+        try:
+            hosted = set(self.local_users())
+            here = [u for u in users if u in hosted]
+            await asyncio.wait_for(self._write_routes(here), self.timeout_s)
+            await asyncio.wait_for(
+                self._remove_routes([u for u in users if u not in hosted]), self.timeout_s
+            )
+        except BaseException:
+            self._unsynced |= users
+            raise
+
+    def _node_info(self) -> cluster.NodeInfo:
+        connections, users = self.stats()
+        return cluster.NodeInfo(
+            id=self.node_id,
+            address=self.address,
+            started_at=self.started_at,
+            heartbeat_at=time.time(),
+            connections=connections,
+            users=users,
+            **self.load(),
+        )

@@ -3,8 +3,10 @@
 
 They keep the contracts the Redis implementations keep (``tests/realtime/test_seams.py`` runs
 the same suite against both): deliveries reach the other nodes of the same state in publish
-order, never the publisher's own node, and never inside ``publish``; routes, the presence marks
-and the node registry expire as their keys do. Several nodes may share one state in one process
+order, never the publisher's own node, and never inside ``publish``; routes and the presence
+marks carry no expiry and count only while their node's lease lives (the registry and leases
+expire as their keys do); a node whose lease lapsed writes its routes again at its next
+heartbeat, as the Redis broker does. Several nodes may share one state in one process
 (the tests do); nothing here is shared between processes. They never fail: a twin has no outage
 to translate.
 
@@ -31,23 +33,34 @@ def _stream_id(entry_id: str) -> tuple[int, int]:
 
 @dataclass
 class MemoryState:
-    """What Redis holds for the realtime nodes, as plain dicts (expiries in epoch seconds)."""
+    """What Redis holds for the realtime nodes, as plain dicts (times in epoch seconds)."""
 
+    #: user -> node -> when the route was written (no expiry: the node's lease decides).
     routes: dict[int, dict[str, float]] = field(default_factory=dict)
     token_versions: dict[int, int] = field(default_factory=dict)
     brokers: dict[str, MemoryBroker] = field(default_factory=dict)
-    shown: dict[int, float] = field(default_factory=dict)
+    shown: set[int] = field(default_factory=set)
     grace: dict[int, float] = field(default_factory=dict)
     seen: dict[int, int] = field(default_factory=dict)
     held: dict[str, set[int]] = field(default_factory=dict)
-    #: The node registry: last heartbeat, and when the heartbeat itself expires.
+    #: The node registry: last heartbeat, and when the heartbeat itself (the lease) expires.
     nodes: dict[str, float] = field(default_factory=dict)
     alive: dict[str, float] = field(default_factory=dict)
     safety: list[tuple[str, bytes]] = field(default_factory=list)
     safety_added: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def leased(self, node: str, now: float) -> bool:
+        return self.alive.get(node, 0.0) > now
+
     def other_nodes(self, user: int, me: str, now: float) -> list[str]:
-        return [n for n, expiry in self.routes.get(user, {}).items() if expiry > now and n != me]
+        return [n for n in self.routes.get(user, {}) if n != me and self.leased(n, now)]
+
+    def add_routes(self, node: str, users: Iterable[int]) -> None:
+        """Routes of ``users`` to ``node``, and ``users`` in the reaper's index of it."""
+        now, held = time.time(), self.held.setdefault(node, set())
+        for user in users:
+            self.routes.setdefault(user, {})[node] = now
+            held.add(user)
 
 
 _Pending = tuple[Sequence[int], bytes, Watch | None, Kind, Scope]
@@ -69,10 +82,12 @@ class MemoryBroker:
         self.local_users, self.on_delivery = local_users, on_delivery
         self._pending: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
-        self.published = self.received = 0
+        self.published = self.received = self.regained = 0
+        self.leased = False
         state.brokers[node_id] = self
 
     def start(self) -> None:
+        self._beat()  # the lease from the start (the Redis broker's first beat is as prompt)
         self._task = asyncio.create_task(self._heartbeat_loop(), name="memory-heartbeat")
 
     async def close(self) -> None:
@@ -125,7 +140,7 @@ class MemoryBroker:
         asyncio.get_running_loop().call_soon(self.on_delivery, users, data, kind, scope)
 
     async def add_route(self, user_id: int) -> bool:
-        self.state.routes.setdefault(user_id, {})[self.node_id] = time.time() + self.route_ttl_s
+        self.state.add_routes(self.node_id, [user_id])
         return True
 
     async def remove_route(self, user_id: int) -> bool:
@@ -140,12 +155,19 @@ class MemoryBroker:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            now = time.time()
-            for user in self.local_users():
-                self.state.routes.setdefault(user, {})[self.node_id] = now + self.route_ttl_s
-            self.state.nodes[self.node_id] = now
-            self.state.alive[self.node_id] = now + self.route_ttl_s
             await asyncio.sleep(self.route_ttl_s / 3)
+            self._beat()
+
+    def _beat(self) -> None:
+        now, state = time.time(), self.state
+        held = state.leased(self.node_id, now)
+        state.nodes[self.node_id] = now
+        state.alive[self.node_id] = now + self.route_ttl_s
+        if not held:  # first beat, or lapsed (maybe reaped): register everything again
+            state.brokers[self.node_id] = self
+            state.add_routes(self.node_id, self.local_users())
+            self.regained += 1
+        self.leased = True
 
 
 class MemoryPresence:
@@ -155,14 +177,14 @@ class MemoryPresence:
         self.state, self.node_id, self.ttl_s = state, node_id, ttl_s
 
     def _live(self, user: int, now: float) -> bool:
-        return any(expiry > now for expiry in self.state.routes.get(user, {}).values())
+        return any(self.state.leased(node, now) for node in self.state.routes.get(user, {}))
 
     async def joined(self, user: int) -> bool:
-        now, state = time.time(), self.state
+        state = self.state
         state.held.setdefault(self.node_id, set()).add(user)
-        if state.shown.get(user, 0.0) > now:
+        if user in state.shown:
             return False
-        state.shown[user] = now + 3 * self.ttl_s
+        state.shown.add(user)
         return True
 
     async def hold_grace(self, user: int, seconds: float) -> None:
@@ -178,25 +200,26 @@ class MemoryPresence:
     async def settle(self, users: Sequence[int], now: float) -> dict[int, int]:
         state, result = self.state, {}
         for user in users:
-            if self._live(user, now):
+            if state.routes.get(user):  # any route: a dead node's goes with its reaper
                 result[user] = STILL_ONLINE
                 continue
             state.grace.pop(user, None)
-            if state.shown.pop(user, 0.0) <= now:
+            if user not in state.shown:
                 result[user] = ANNOUNCED_ELSEWHERE
                 continue
+            state.shown.discard(user)
             result[user] = state.seen[user] = minute_ms(now)
         return result
 
     async def release(self, users: Collection[int]) -> None:
         self.state.held.get(self.node_id, set()).difference_update(users)
 
-    async def refresh(self, held: Collection[int], hosted: Collection[int]) -> None:
-        now, state = time.time(), self.state
+    async def rejoin(self, held: Collection[int], hosted: Collection[int]) -> list[int]:
+        state = self.state
         state.held.setdefault(self.node_id, set()).update(held)
-        for user in hosted:
-            if state.shown.get(user, 0.0) > now:
-                state.shown[user] = now + 3 * self.ttl_s
+        shown = [user for user in hosted if user not in state.shown]
+        state.shown.update(shown)
+        return shown
 
     async def claim_dead_nodes(self, now: float) -> list[str]:
         state = self.state
@@ -211,10 +234,15 @@ class MemoryPresence:
         return claimed
 
     async def reap(self, node: str) -> list[int]:
-        users = sorted(self.state.held.pop(node, set()))
+        state = self.state
+        users = sorted(state.held.pop(node, set()))
         for user in users:
-            self.state.routes.get(user, {}).pop(node, None)
-        self.state.brokers.pop(node, None)
+            routes = state.routes.get(user, {})
+            routes.pop(node, None)
+            if not routes:
+                state.routes.pop(user, None)
+        state.brokers.pop(node, None)
+        state.alive.pop(node, None)
         return users
 
     async def forget(self) -> None:

@@ -3,19 +3,24 @@
 Owns the grace and crash rules over the presence state (keys named in :mod:`common.rediskeys`,
 ``<u>`` the user's hash tag):
 
-- **online** = the user's route set (``mm:{<u>}:user:<id>:routes``, kept by the broker, scored by
-  expiry and refreshed by each node's heartbeat) has a live entry, or the user is inside the
-  grace after their last socket closed (``mm:{<u>}:user:<id>:grace``, a short-lived marker);
+- **online** = the user's route set (``mm:{<u>}:user:<id>:routes``, kept by the broker, no
+  expiry) has an entry on a node that holds its lease (:mod:`realtime.leases`: one key per node,
+  renewed by its heartbeat, so no per-user refresh), or the user is inside the grace after their
+  last socket closed (``mm:{<u>}:user:<id>:grace``, a short-lived marker);
 - ``mm:{<u>}:user:<id>:shown`` says peers were told "online" (set NX on the first socket anywhere:
   whoever sets it announces online; deleted by whoever announces offline, in one Lua script
-  that first checks that no live route is left), so an online or offline push happens once per
-  change whatever the number of nodes and devices;
+  that first checks that no route is left), so an online or offline push happens once per
+  change whatever the number of nodes and devices; it has no expiry either;
 - ``mm:{<u>}:user:<id>:seen`` is the last-seen time, rounded down to the minute (privacy);
 - ``mm:{node:<id>}:users`` lists the users a node hosts (or holds in grace), so when that node
   dies (its heartbeat in ``mm:{nodes}`` lapses for ``presence_ttl_s``) one surviving node claims
   it (``ZREM`` returns 1 to exactly one; a node whose heartbeat key, kept for that node's own
   TTL, still exists is alive), removes its routes, deletes its delivery stream and announces
-  its users offline.
+  its users offline: within one TTL and one reaper step of the kill.
+- a node that was cut off from Redis longer than its TTL may have been reaped meanwhile: its
+  broker finds the lease gone, writes its routes again and counts it
+  (:attr:`~realtime.broker.Broker.regained`); this module then lists its users again, shows
+  them online again (``shown`` set NX) and announces those it showed.
 
 Who sees what is decided per recipient socket, at the moment of writing, from that socket's
 membership cache (:func:`visible`): a shared open conversation and no block either way. Pushes
@@ -97,6 +102,7 @@ class Presence:
         self._pending: dict[int, _Pending] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._regained = broker.regained
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -206,20 +212,21 @@ class Presence:
         entries = [states.get(u) or wire.PresenceState(u, "unknown") for u in asked]
         return wire.encode(wire.Presence(users=entries, rid=rid))
 
-    # -- the loop: graces that ran out, refresh, dead nodes -----------------------------------
+    # -- the loop: graces that ran out, a regained lease, dead nodes ---------------------------
 
     async def _loop(self) -> None:
-        refresh_every, last_refresh = self.ttl_s / 3, 0.0
+        reap_every, last_reap = self.ttl_s / 3, 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.step_s)
             self._wake.clear()
             try:
                 await self._settle_due(time.time())
+                if self.broker.regained != self._regained and self.broker.leased:
+                    await self._rejoin(self.broker.regained)
                 now = time.monotonic()
-                if now - last_refresh >= refresh_every:
-                    last_refresh = now
-                    await self._refresh()
+                if now - last_reap >= reap_every:
+                    last_reap = now
                     await self._reap()
             except PresenceUnavailable as exc:
                 log.warning("presence failed", extra={"error": str(exc)})
@@ -241,11 +248,21 @@ class Presence:
         if gone:
             await self.backend.release(gone)
 
-    async def _refresh(self) -> None:
-        """Keep this node's presence state alive as long as it is (routes: the broker's job)."""
-        held = {*self.hub.users(), *self._pending}
-        if held:
-            await self.backend.refresh(held, list(self.hub.users()))
+    async def _rejoin(self, regained: int) -> None:
+        """The broker wrote this node's routes again after its lease lapsed: list the users
+        held here again, and announce online those no longer shown (a reaper may have
+        announced them offline meanwhile). O(users), once per lease regained; a failed one is
+        tried again once the broker holds its lease again (its routes first, then this)."""
+        hosted = list(self.hub.users())
+        held = {*hosted, *self._pending}
+        shown = await self.backend.rejoin(held, hosted) if held else []
+        self._regained = regained  # only once it worked: else the next step tries again
+        for user in shown:
+            sockets = self.hub.sockets_of(user)
+            memberships = self.view(next(iter(sockets))) if sockets else None
+            self.announce(user, "online", 0, audience(memberships))
+        if shown:
+            log.warning("presence restored after a lost lease", extra={"users": len(shown)})
 
     async def _reap(self) -> None:
         """Claim nodes whose heartbeat lapsed; clean their routes and announce their users."""

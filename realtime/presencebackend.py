@@ -6,7 +6,14 @@ The keys (all built in :mod:`common.rediskeys`, one user's in one hash slot):
 ``routes`` (the broker's, read here), ``shown`` (peers were told "online": set NX by the
 first socket anywhere), ``grace`` (the last socket closed a moment ago), ``seen`` (last seen,
 to the minute), and per node the users it hosts or holds in grace. The registry
-(``mm:{nodes}`` and each heartbeat) tells dead nodes apart.
+(``mm:{nodes}`` and each node's lease) tells dead nodes apart.
+
+None of them is refreshed per user: routes and ``shown`` carry no expiry and live as long as
+their node's lease (:mod:`realtime.leases`), which the broker renews once per heartbeat. A query
+counts a route only on a node the lease view says is alive; the offline script counts every
+route left, since a dead node's routes are removed by its reaper *before* the reaper settles
+that node's users. The per-node user set carries no expiry either: it is the only index a
+reaper has to a dead node's routes, so it must last as long as they do.
 
 Exceptions: every Redis failure becomes :class:`PresenceUnavailable`; nothing above this module
 sees a redis type. It must not decide who is told what (:mod:`realtime.presence` does).
@@ -32,20 +39,22 @@ from common.rediskeys import (
     seen_key,
     shown_key,
 )
+from realtime.leases import LiveNodes
 
 SEEN_TTL_S: Final = 90 * 24 * 3600
 #: Answers of :meth:`PresenceBackend.settle` besides a last-seen time.
 STILL_ONLINE: Final = -1
 ANNOUNCED_ELSEWHERE: Final = -2
 
-# KEYS: routes, shown, seen, grace. ARGV: now (s), last seen (ms), seen ttl (ms).
-# -1: a live route is left (still online); -2: someone else announced it; else: last seen.
+# KEYS: routes, shown, seen, grace. ARGV: last seen (ms), seen ttl (ms).
+# -1: a route is left (still online, or on a dead node its reaper will settle); -2: someone
+# else announced it; else: last seen.
 OFFLINE_LUA: Final = """
-if redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf') > 0 then return -1 end
+if redis.call('ZCARD', KEYS[1]) > 0 then return -1 end
 redis.call('DEL', KEYS[4])
 if redis.call('DEL', KEYS[2]) == 0 then return -2 end
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
-return tonumber(ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+return tonumber(ARGV[1])
 """
 OFFLINE: Final = LuaScript(OFFLINE_LUA)
 
@@ -86,8 +95,9 @@ class PresenceBackend(Protocol):
     async def release(self, users: Collection[int]) -> None:
         """This node holds ``users`` no more."""
 
-    async def refresh(self, held: Collection[int], hosted: Collection[int]) -> None:
-        """Keep alive this node's list of ``held`` users and the shown marks of ``hosted``."""
+    async def rejoin(self, held: Collection[int], hosted: Collection[int]) -> list[int]:
+        """This node's lease had lapsed (it may have been reaped): list ``held`` again and show
+        ``hosted`` online again; the users of ``hosted`` this call showed (to announce)."""
 
     async def claim_dead_nodes(self, now: float) -> list[str]:
         """Nodes whose heartbeat lapsed, each claimed by exactly one caller (at most 20)."""
@@ -102,9 +112,19 @@ class PresenceBackend(Protocol):
 class RedisPresence:
     """:class:`PresenceBackend` on Redis (see the module docstring)."""
 
-    def __init__(self, redis: RedisClient, *, node_id: str, ttl_s: float, timeout_s: float) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        node_id: str,
+        ttl_s: float,
+        timeout_s: float,
+        live: LiveNodes | None = None,
+    ) -> None:
         self.redis, self.node_id, self.ttl_s, self.timeout_s = redis, node_id, ttl_s, timeout_s
         self._held = node_users_key(node_id)
+        # The broker's view (refreshed by its heartbeat) when shared; else refreshed here.
+        self.live = live or LiveNodes(node_id, stale_after_s=ttl_s / 2)
 
     async def _call(self, work: Awaitable[T]) -> T:
         try:
@@ -124,12 +144,9 @@ class RedisPresence:
         return await self._call(run())
 
     async def joined(self, user: int) -> bool:
-        px = int(self.ttl_s * 3000)
-
         def fill(pipe: Pipeline) -> None:
-            pipe.set(shown_key(user), b"1", nx=True, px=px)
+            pipe.set(shown_key(user), b"1", nx=True)
             pipe.sadd(self._held, user)
-            pipe.pexpire(self._held, px)
 
         first, *_ = await self._pipeline(fill)
         return bool(first)
@@ -138,20 +155,28 @@ class RedisPresence:
         await self._call(self.redis.set(grace_key(user), b"1", px=int(seconds * 1000)))
 
     async def states(self, users: Sequence[int], now: float) -> list[tuple[bool, int]]:
+        if self.live.age(now) > self.live.stale_after_s:  # no heartbeat refreshed it lately
+            await self._call(self.live.refresh(self.redis))
+
         def fill(pipe: Pipeline) -> None:
             for user in users:
-                pipe.zcount(route_key(user), f"({now}", "+inf")
+                pipe.zrange(route_key(user), 0, -1, withscores=True)
                 pipe.exists(grace_key(user))
                 pipe.get(seen_key(user))
 
         replies = await self._pipeline(fill)
+        live = self.live
         return [
-            (bool(replies[i] or replies[i + 1]), int(replies[i + 2] or 0))
+            (
+                live.any_alive(((as_text(n), float(w)) for n, w in replies[i]), now)
+                or bool(replies[i + 1]),
+                int(replies[i + 2] or 0),
+            )
             for i in range(0, len(replies), 3)
         ]
 
     async def settle(self, users: Sequence[int], now: float) -> dict[int, int]:
-        args = (repr(now), minute_ms(now), SEEN_TTL_S * 1000)
+        args = (minute_ms(now), SEEN_TTL_S * 1000)
         calls = [(OFFLINE, offline_keys(user), args) for user in users]
         replies = await self._call(eval_scripts(self.redis, calls))
         return {user: int(r) for user, r in zip(users, replies, strict=True)}
@@ -159,16 +184,18 @@ class RedisPresence:
     async def release(self, users: Collection[int]) -> None:
         await self._call(self.redis.srem(self._held, *users))
 
-    async def refresh(self, held: Collection[int], hosted: Collection[int]) -> None:
-        px = int(self.ttl_s * 3000)
+    async def rejoin(self, held: Collection[int], hosted: Collection[int]) -> list[int]:
+        order = list(hosted)
 
         def fill(pipe: Pipeline) -> None:
-            pipe.sadd(self._held, *held)
-            pipe.pexpire(self._held, px)
-            for user in hosted:
-                pipe.pexpire(shown_key(user), px)
+            if held:
+                pipe.sadd(self._held, *held)
+            for user in order:
+                pipe.set(shown_key(user), b"1", nx=True)
 
-        await self._pipeline(fill)
+        replies = await self._pipeline(fill)
+        shown = replies[1:] if held else replies
+        return [user for user, first in zip(order, shown, strict=True) if first]
 
     async def claim_dead_nodes(self, now: float) -> list[str]:
         dead = await self._call(self.redis.zrangebyscore(NODES, "-inf", f"({now - self.ttl_s}"))
@@ -191,12 +218,15 @@ class RedisPresence:
         users = sorted(int(u) for u in members)
 
         def fill(pipe: Pipeline) -> None:
-            pipe.delete(key, delivery_stream(node))  # one slot: the node's tag
-            pipe.delete(node_key(node))
             for user in users:
                 pipe.zrem(route_key(user), node)
+            pipe.delete(key, delivery_stream(node))  # one slot: the node's tag
 
         await self._pipeline(fill)
+        # The lease key goes last, once the rest is gone: a node that comes back and renews
+        # its lease before this finds the key gone at its next heartbeat and registers again,
+        # so no route it writes meanwhile is lost to this reap.
+        await self._call(self.redis.delete(node_key(node)))
         return users
 
     async def forget(self) -> None:

@@ -154,7 +154,11 @@ class Services:
         )
         presence = Presence(
             RedisPresence(
-                broker.redis, node_id=node_id, ttl_s=settings.presence_ttl_s, timeout_s=timeout
+                broker.redis,
+                node_id=node_id,
+                ttl_s=settings.presence_ttl_s,
+                timeout_s=timeout,
+                live=broker.live,
             ),
             hub=hub,
             broker=broker,

@@ -1,15 +1,18 @@
 """An asyncio TCP fault proxy on loopback (toxiproxy and ``tc netem`` are not available here).
 
-Sits between WebSocket clients and a realtime node and forwards bytes both ways until told to
-misbehave:
+Sits between WebSocket clients and a realtime node (or, with ``websocket=False``, between a
+node and any TCP server: Redis) and forwards bytes both ways until told to misbehave:
 
 - :meth:`FaultProxy.cut_next_upstream`: the next client chunk is forwarded only half, then both
   sides of that link are aborted (a connection cut in the middle of a frame);
 - :attr:`FaultProxy.swallow_acks`: that many ``ack`` frames from the node are dropped on their
-  way to the client (the node believes it answered; the client never hears).
+  way to the client (the node believes it answered; the client never hears);
+- :meth:`FaultProxy.cut_off` / :meth:`FaultProxy.restore`: every link aborted and every new
+  connection refused until restored (a client cut off from its server).
 
-Server-to-client frames are unmasked and uncompressed (compression is off), so the proxy parses
-their headers to drop whole frames. It owns its listening socket and its links, nothing else.
+Server-to-client WebSocket frames are unmasked and uncompressed (compression is off), so the
+proxy parses their headers to drop whole frames; a raw proxy copies bytes. It owns its listening
+socket and its links, nothing else.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import struct
 
 
 class FaultProxy:
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
+    def __init__(self, target_port: int, *, websocket: bool = True) -> None:
+        self.target_port, self.websocket = target_port, websocket
+        self.cut = False
         self.port = 0
         self.swallow_acks = 0
         self.swallowed = 0
@@ -43,6 +47,15 @@ class FaultProxy:
     def cut_next_upstream(self) -> None:
         self._cut_next = True
 
+    def cut_off(self) -> None:
+        """Abort every link and refuse new ones until :meth:`restore`."""
+        self.cut = True
+        for writer in tuple(self._writers):
+            writer.transport.abort()
+
+    def restore(self) -> None:
+        self.cut = False
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -57,6 +70,9 @@ class FaultProxy:
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -66,7 +82,9 @@ class FaultProxy:
         pair = (writer, up_writer)
         tasks = [
             asyncio.create_task(self._upstream(reader, up_writer, pair)),
-            asyncio.create_task(self._downstream(up_reader, writer)),
+            asyncio.create_task(
+                self._downstream(up_reader, writer) if self.websocket else _copy(up_reader, writer)
+            ),
         ]
         self._links.update(tasks)
         try:
@@ -109,6 +127,12 @@ class FaultProxy:
                 continue
             writer.write(frame)
             await writer.drain()
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:

@@ -132,7 +132,7 @@ class MemoryEdge(Edge):
         self.state.nodes[node_id] = time.time() - 10 * TTL
         self.state.held[node_id] = set(users)
         for user in users:
-            self.state.routes.setdefault(user, {})[node_id] = time.time() + TTL
+            self.state.routes.setdefault(user, {})[node_id] = time.time() - 10 * TTL
 
 
 class RedisEdge(Edge):
@@ -173,7 +173,7 @@ class RedisEdge(Edge):
         await self.redis.zadd(NODES, {node_id: time.time() - 10 * TTL})
         await self.redis.sadd(node_users_key(node_id), *users)
         for user in users:
-            await self.redis.zadd(route_key(user), {node_id: time.time() + TTL})
+            await self.redis.zadd(route_key(user), {node_id: time.time() - 10 * TTL})
 
 
 @pytest.fixture(
@@ -252,6 +252,42 @@ async def test_a_watch_is_told_who_no_other_node_hosts_and_a_removed_route_stops
     assert [data for _, data, _, _ in got] == [b"x", b"marker"]
 
 
+async def test_a_route_lives_as_long_as_its_nodes_lease_without_being_written_again(
+    edge: Edge,
+) -> None:
+    here, there = Inbox(), Inbox()
+    a, b = edge.broker(here), edge.broker(there)
+    (bob,) = new_users(1)
+    assert await b.add_route(bob)
+    await asyncio.sleep(1.5 * TTL)  # past the TTL: only b's lease was renewed
+    a.publish([bob], b"still here")
+    assert await there.wait_for(1) == [([bob], b"still here", "frame", (0, 0))]
+
+
+async def test_a_reaped_node_writes_its_routes_again_at_its_next_heartbeat(edge: Edge) -> None:
+    here, there = Inbox(), Inbox()
+    (bob,) = new_users(1)
+    a, b = edge.broker(here), edge.broker(there, hosted=lambda: [bob])
+    assert await b.add_route(bob)
+    await asyncio.sleep(TTL / 2)  # a heartbeat of each
+    before = b.regained
+    # What a reaper does to a node cut off longer than its TTL: routes, lists and lease gone.
+    assert await edge.presence("n-reaper").reap(b.node_id) == [bob]
+    watch = Recorder(users=[bob])
+    a.publish([bob], b"lost", watch)
+    await asyncio.sleep(4 * TICK)
+    assert watch.told == [[bob]]  # no route left: nobody hosts bob
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TTL
+    while b.regained == before and loop.time() < deadline:
+        await asyncio.sleep(TICK)
+    assert b.regained == before + 1
+    a.publish([bob], b"back")
+    got = await there.wait_for(1)
+    assert [data for _, data, _, _ in got] == [b"back"]
+    assert await edge.presence("n-one").states([bob], time.time()) == [(True, 0)]
+
+
 async def test_the_token_version_cache(edge: Edge) -> None:
     broker = edge.broker(Inbox())
     (user,) = new_users(1)
@@ -296,8 +332,25 @@ async def test_a_dead_node_is_claimed_by_exactly_one_node_and_its_users_released
     claims = [await one.claim_dead_nodes(time.time()), await other.claim_dead_nodes(time.time())]
     assert sorted(c for claim in claims for c in claim if c == dead) == [dead]
     reaper = one if dead in claims[0] else other
+    # Its routes count for nobody (no lease), but they hold the offline announcement until
+    # the reaper has removed them: it settles that node's users itself.
+    assert await one.states(users, time.time()) == [(False, 0), (False, 0)]
+    assert await one.settle(users, time.time()) == dict.fromkeys(users, STILL_ONLINE)
     assert await reaper.reap(dead) == sorted(users)
     assert await reaper.states(users, time.time()) == [(False, 0), (False, 0)]
+    assert await reaper.settle(users, time.time()) == dict.fromkeys(users, ANNOUNCED_ELSEWHERE)
+
+
+async def test_a_dead_nodes_route_is_no_route_for_the_broker(edge: Edge) -> None:
+    here = Inbox()
+    a = edge.broker(here)
+    (bob,) = new_users(1)
+    await edge.dead_node(f"dead-{secrets.token_hex(3)}", [bob])
+    await asyncio.sleep(TTL / 2)  # a heartbeat of a: its view of the leases
+    watch = Recorder(users=[bob])
+    a.publish([bob], b"x", watch)
+    await asyncio.sleep(4 * TICK)
+    assert watch.told == [[bob]]
 
 
 # -- the safety feed -------------------------------------------------------------------------

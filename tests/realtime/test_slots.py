@@ -2,7 +2,7 @@
 multi-key command the nodes send touches keys of one hash slot.
 
 The test Redis is watched with ``MONITOR`` while two nodes chat across nodes (the routes and
-delivery scripts), a node's heartbeat is written (a transaction), and a killed node is reaped
+delivery scripts), a node's heartbeat renews its lease (a script), and a killed node is reaped
 (its keys deleted, its users' offline script run). Each call's keys are grouped by
 ``redis.crc.key_slot``; the test also fails if a script it means to cover was never called.
 It runs with the users' tag count of one Redis (1) and of a cluster (16, ``MM_REDIS_USER_SLOTS``
@@ -23,6 +23,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
+from common.cluster import LEASE
 from common.settings import CLUSTER_USER_SLOTS
 from realtime.broker import ROUTES, XADD
 from realtime.presencebackend import OFFLINE
@@ -146,8 +147,8 @@ async def test_every_script_transaction_and_multi_key_command_touches_one_slot(
         await watcher
 
     called = {sha for sha, _ in record.scripts}
-    assert {ROUTES.sha, XADD.sha, OFFLINE.sha} <= called, called
-    assert record.transactions and record.multi_key
+    assert {ROUTES.sha, XADD.sha, OFFLINE.sha, LEASE.sha} <= called, called
+    assert record.multi_key
     assert [(sha, keys) for sha, keys in record.scripts if len(slots(keys)) > 1] == []
     assert [keys for keys in record.transactions if len(slots(keys)) > 1] == []
     assert [keys for keys in record.multi_key if len(slots(keys)) > 1] == []
