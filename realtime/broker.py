@@ -234,6 +234,10 @@ class RedisBroker:
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Set by close(): every loop also stops at its next turn. A cancel alone is not enough
+        # on Python 3.11, whose asyncio.wait_for can swallow a cancellation that arrives as the
+        # awaited call completes; the loop then went on (seen as a hung close on the cluster).
+        self._stopping = False
         self.on_delivery = on_delivery
         self.started_at = time.time()
         self.published = self.dropped = self.received = 0
@@ -253,6 +257,8 @@ class RedisBroker:
     async def close(self) -> None:
         """Stop the loops, withdraw this node's routes and heartbeat, close the clients."""
         await self.version_reads.close()
+        self._stopping = True
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -362,7 +368,7 @@ class RedisBroker:
 
     async def _publish_loop(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopping:
             if not self._pending:
                 self._wake.clear()
                 await self._wake.wait()
@@ -443,7 +449,7 @@ class RedisBroker:
 
     async def _read_loop(self) -> None:
         backoff, last_trim = 0.05, 0.0
-        while True:
+        while not self._stopping:
             try:
                 reply = await self._reader.xread(
                     {self.stream: self.last_id}, count=1000, block=self.block_ms
@@ -474,7 +480,7 @@ class RedisBroker:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.route_ttl_s / 3
-        while True:
+        while not self._stopping:
             try:
                 await self._heartbeat()
             except REDIS_FAILURES as exc:
