@@ -104,18 +104,24 @@ async def _packed(redis: RedisClient, commands: list[tuple[Any, ...]]) -> list[A
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
-        await connection.send_packed_command(connection.pack_commands(commands))
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as exc:
-                replies.append(exc)
+        return await _exchange(connection, commands)
     except BaseException:
         await connection.disconnect()
         raise
     finally:
         await pool.release(connection)
+
+
+async def _exchange(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Write ``commands`` packed in one write on ``connection`` and read every reply, an error
+    reply in its place (the connection stays in step); the caller owns the connection."""
+    await connection.send_packed_command(connection.pack_commands(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(await connection.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
     return replies
 
 
@@ -155,17 +161,9 @@ async def packed_by_node(
 async def _packed_on_node(
     redis: RedisCluster, node: ClusterNode, commands: list[tuple[Any, ...]]
 ) -> list[Any]:
-    # The exchange of _packed's one-Redis path, repeated rather than shared: that path is the
-    # measured one (one call a tick) and stays as it was, without a further coroutine frame.
     connection = node.acquire_connection()
     try:
-        await connection.send_packed_command(connection.pack_commands(commands))
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as exc:
-                replies.append(exc)
+        return await _exchange(connection, commands)
     except BaseException as exc:
         await connection.disconnect()
         if isinstance(exc, (ConnectionError, RedisTimeoutError, OSError)):
@@ -175,7 +173,6 @@ async def _packed_on_node(
         raise
     finally:
         node.release(connection)
-    return replies
 
 
 async def _one(redis: RedisCluster, command: tuple[Any, ...]) -> Any:
