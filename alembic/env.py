@@ -8,7 +8,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
 from alembic import context
-from common.models import Base
+from common.models import MESSAGE_PARTITIONS, Base
 from common.settings import get_settings
 
 config = context.config
@@ -17,12 +17,15 @@ url = config.attributes.get("database_url") or get_settings().database_url
 
 # PostGIS owns these; they are not ours to create or drop.
 _POSTGIS_TABLES = frozenset({"spatial_ref_sys"})
+# The partitions of ``messages`` (migration 0007): the model is the partitioned parent, whose
+# columns and keys the partitions take; their own names are the migration's business.
+_PARTITIONS = frozenset(f"messages_p{r}" for r in range(MESSAGE_PARTITIONS))
 
 
 def include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    if type_ == "table" and name in _POSTGIS_TABLES:
+    if type_ == "table" and (name in _POSTGIS_TABLES or name in _PARTITIONS):
         return False
     included = alembic_helpers.include_object(  # type: ignore[no-untyped-call]
         obj, name, type_, reflected, compare_to

@@ -178,13 +178,28 @@ class Swipe(Base):
     created_at: Mapped[dt.datetime] = _now()
 
 
+#: Hash partitions of ``messages`` on ``conversation_id`` (migration 0007 creates them as
+#: ``messages_p0`` ..; alembic's comparison leaves them to it).
+MESSAGE_PARTITIONS = 8
+
+
 class Message(Base):
-    """One chat message; ``(conversation_id, seq)`` is its place in the gapless order."""
+    """One chat message; ``(conversation_id, seq)`` is its place in the gapless order.
+
+    Partitioned by HASH (conversation_id) (migration 0007): every unique key contains it, and
+    every reader names it, so a statement reads one partition. The resend key is
+    ``(conversation_id, sender_id, cmid)``: a resend names the same conversation, so the same
+    ``cmid`` in another conversation is another message. ``id`` comes from ``messages_id_seq``
+    and is not indexed: nothing looks a message up by it.
+    """
 
     __tablename__ = "messages"
     __table_args__ = (
-        UniqueConstraint("sender_id", "cmid", name="uq_messages_sender_cmid"),
+        UniqueConstraint(
+            "conversation_id", "sender_id", "cmid", name="uq_messages_conversation_sender_cmid"
+        ),
         CheckConstraint(_in("kind", MESSAGE_KINDS), name="kind"),
+        {"postgresql_partition_by": "HASH (conversation_id)"},
     )
 
     # No foreign keys (migration 0005): the batch function, the only writer, checks under the
@@ -192,7 +207,7 @@ class Message(Base):
     # deleted (closed, anonymised). Per-row FK triggers were a third of a big batch's cost.
     conversation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity())
     # Kept when an account is deleted (users are anonymised, not removed).
     sender_id: Mapped[int] = mapped_column(BigInteger)
     cmid: Mapped[str] = mapped_column(String(64))

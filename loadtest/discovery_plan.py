@@ -21,7 +21,6 @@ setting outside its own transaction, which it rolls back.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -32,18 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.schemas.discovery import DISCOVERY_PAGE_DEFAULT
 from api.services.discovery import discover, explain
 from common.settings import Settings
+from loadtest.explain import auto_explained
 
 GIST_INDEX: Final = "ix_profiles_location"
 #: PostgreSQL's rule for a prepared statement: custom plans for this many executions first.
 CUSTOM_PLAN_RUNS: Final = 5
-#: The session settings that make ``discover`` run its generic plan and send it back to us.
-GENERIC_PLAN_SETTINGS: Final = (
-    "SET LOCAL plan_cache_mode = force_generic_plan",
-    "SET LOCAL auto_explain.log_min_duration = 0",
-    "SET LOCAL auto_explain.log_analyze = on",
-    "SET LOCAL auto_explain.log_buffers = on",
-    "SET LOCAL client_min_messages = log",
-)
+#: The session setting that makes ``discover`` run its generic plan (``auto_explain`` sends it
+#: back to us, :func:`loadtest.explain.auto_explained`).
+GENERIC_PLAN_SETTING: Final = "SET LOCAL plan_cache_mode = force_generic_plan"
 #: A plan line's node text, before ``(cost=...``; and the figures read from the plan.
 _NODE = re.compile(r"^\s*(?:->\s*)?(.*?)\s*\(cost=")
 _ESTIMATED_ROWS = re.compile(r"\(cost=[\d.]+\.\.[\d.]+ rows=(\d+)")
@@ -156,24 +151,12 @@ async def generic_plan(session: AsyncSession, settings: Settings, *, viewer_id: 
     connection = await session.connection()
     raw: Any = await connection.get_raw_connection()
     driver = raw.driver_connection  # the asyncpg connection under SQLAlchemy's adapter
-    messages: list[str] = []
-
-    def listener(_connection: object, message: Any) -> None:
-        messages.append(str(message.message))
-
-    await session.execute(text("LOAD 'auto_explain'"))
-    for statement in GENERIC_PLAN_SETTINGS:
-        await session.execute(text(statement))
-    driver.add_log_listener(listener)
+    await session.execute(text(GENERIC_PLAN_SETTING))
     try:
-        await discover(
-            session, settings, viewer_id=viewer_id, cursor=None, limit=DISCOVERY_PAGE_DEFAULT
-        )
-        # auto_explain logs when the executor ends, which for asyncpg's unnamed portal is when
-        # the next statement binds; asyncpg then hands the message over with call_soon.
-        await session.execute(text("SELECT 1"))
-        await asyncio.sleep(0)
+        async with auto_explained(driver, local=True) as messages:
+            await discover(
+                session, settings, viewer_id=viewer_id, cursor=None, limit=DISCOVERY_PAGE_DEFAULT
+            )
     finally:
-        driver.remove_log_listener(listener)
         await session.rollback()
     return plan_of_page(messages)

@@ -19,8 +19,10 @@ other row per message: ``last_seq`` and unread counts are derived at read time. 
 handed to ``on_done`` only then: that is what makes an ack mean "durable".
 
 The function numbers rows in the order it gets them, so the writer hands it each batch grouped by
-conversation (arrival order kept within each) and settles a ``(sender, cmid)`` repeated inside
-one batch itself (:func:`plan_sends`): the first is stored, the repeats answer as its resends.
+conversation (arrival order kept within each) and settles a ``(cid, sender, cmid)`` repeated
+inside one batch itself (:func:`plan_sends`): the first is stored, the repeats answer as its
+resends. That is the resend key (migration 0007): a resend names the conversation of its first
+send, so one sender's ``cmid`` in two conversations is two messages.
 
 It must not deliver or encode frames (the node does) and never lets an asyncpg exception out.
 """
@@ -89,7 +91,7 @@ class SendPlan:
 
     ``order``: indexes of the sends passed to the function, grouped by conversation, arrival
     order kept within each. ``repeats``: index of a later send repeating an earlier
-    ``(sender, cmid)`` -> index of that first one.
+    ``(cid, sender, cmid)`` -> index of that first one.
     """
 
     order: list[int]
@@ -97,11 +99,11 @@ class SendPlan:
 
 
 def plan_sends(sends: Sequence[SendRequest]) -> SendPlan:
-    """Group by conversation (a stable sort) and set repeated ``(sender, cmid)`` aside."""
-    first: dict[tuple[int, str], int] = {}
+    """Group by conversation (a stable sort) and set repeated ``(cid, sender, cmid)`` aside."""
+    first: dict[tuple[int, int, str], int] = {}
     repeats: dict[int, int] = {}
     for i, send in enumerate(sends):
-        key = (send.sender, send.cmid)
+        key = (send.cid, send.sender, send.cmid)
         if key in first:
             repeats[i] = first[key]
         else:
@@ -113,9 +115,10 @@ def plan_sends(sends: Sequence[SendRequest]) -> SendPlan:
 def repeat_outcome(
     repeat: SendRequest, reply: Replier, first: SendRequest, outcome: SendOutcome
 ) -> SendOutcome:
-    """A repeat of ``first`` (outcome ``outcome``) in one batch: a resend of the same message
-    answers as ``first`` did (a stored one with ``dup``), another message is a conflict."""
-    if (repeat.cid, repeat.body, repeat.kind) != (first.cid, first.body, first.kind):
+    """A repeat of ``first``'s key (outcome ``outcome``) in one batch: a resend of the same
+    message answers as ``first`` did (a stored one with ``dup``), another body or kind is a
+    conflict."""
+    if (repeat.body, repeat.kind) != (first.body, first.kind):
         return SendOutcome(repeat, reply, error=Err.CMID_CONFLICT)
     if outcome.stored is None:
         return SendOutcome(repeat, reply, error=outcome.error)
@@ -335,8 +338,8 @@ class BatchWriter:
             try:
                 return await self._commit(batch)
             except asyncpg.UniqueViolationError:
-                # A resend raced on another conversation: nothing was stored, the next call
-                # sees the racer's row and answers it as a resend.
+                # A writer that skipped the conversation's row lock stored one of these keys
+                # meanwhile: nothing was stored, the next call sees its row.
                 continue
             except _CommitUnknown as exc:
                 # Stored or not, only a resend (same cmid) can tell: never claim "not stored".

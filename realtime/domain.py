@@ -65,15 +65,15 @@ class BatchStatus(IntEnum):
     """
 
     STORED_NOW = 0
-    STORED_BEFORE = 1  # a resend: the (sender, cmid) was already stored, with this body
-    CMID_CONFLICT = 2  # the (sender, cmid) was stored with another conversation, body or kind
+    STORED_BEFORE = 1  # a resend: the (cid, sender, cmid) was already stored, with this body
+    CMID_CONFLICT = 2  # the (cid, sender, cmid) was stored with another body or kind
     NOT_MEMBER = 3
     CLOSED = 4
 
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """Where a message landed; ``dup`` when the ``(sender, cmid)`` was already stored."""
+    """Where a message landed; ``dup`` when the ``(cid, sender, cmid)`` was already stored."""
 
     id: int
     seq: int

@@ -1,4 +1,4 @@
-"""Data migrations on a database of their own: the interest catalogue is there without the seed."""
+"""Data migrations on a database of their own: rows survive each one, up and down."""
 
 from __future__ import annotations
 
@@ -62,6 +62,14 @@ async def _scratch(sql: str, *args: object) -> list[asyncpg.Record]:
         await connection.close()
 
 
+async def _two_users() -> tuple[int, int]:
+    [a, b] = await _scratch(
+        "INSERT INTO users (email, password_hash) VALUES ('a@x.test', 'x'), ('b@x.test', 'x')"
+        " RETURNING id"
+    )
+    return int(a[0]), int(b[0])
+
+
 async def test_insert_mostly_write_path_migration_keeps_what_the_dropped_columns_said() -> None:
     """0005 drops last_seq, last_message_at and unread_count (derived at read time since); its
     downgrade puts them back filled from the messages, and the upgrade again numbers after them."""
@@ -70,13 +78,7 @@ async def test_insert_mostly_write_path_migration_keeps_what_the_dropped_columns
     try:
         config = alembic_config(SCRATCH_URL)
         await asyncio.to_thread(command.upgrade, config, "head")
-        [a, b] = [
-            r[0]
-            for r in await _scratch(
-                "INSERT INTO users (email, password_hash) VALUES ('a@x.test', 'x'), "
-                "('b@x.test', 'x') RETURNING id"
-            )
-        ]
+        a, b = await _two_users()
         [[cid]] = await _scratch("INSERT INTO conversations DEFAULT VALUES RETURNING id")
         await _scratch(
             "INSERT INTO conversation_members (conversation_id, user_id) VALUES ($1, $2), ($1, $3)",
@@ -126,5 +128,91 @@ async def test_insert_mostly_write_path_migration_keeps_what_the_dropped_columns
             " WHERE column_name IN ('last_seq', 'last_message_at', 'unread_count')"
         )
         assert dropped == []
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
+
+
+async def test_partitioned_messages_migration_moves_the_rows_both_ways() -> None:
+    """0007 moves the messages into 8 hash partitions with the per-conversation resend key, and
+    its downgrade back into the plain table: the same rows, ids and sequence position both
+    ways; the downgrade refuses what 0006's ``(sender_id, cmid)`` key cannot hold."""
+    await _admin(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
+    await _admin(f'CREATE DATABASE "{SCRATCH_DB}"')
+    try:
+        config = alembic_config(SCRATCH_URL)
+        await asyncio.to_thread(command.upgrade, config, "0006_message_notifications")
+        a, b = await _two_users()
+        cids = [
+            r[0]
+            for r in await _scratch(
+                "INSERT INTO conversations SELECT FROM generate_series(1, 20) RETURNING id"
+            )
+        ]
+        await _scratch(
+            "INSERT INTO conversation_members (conversation_id, user_id)"
+            " SELECT c, u FROM unnest($1::bigint[]) c, unnest($2::bigint[]) u",
+            cids,
+            [a, b],
+        )
+        sends = await _scratch(
+            "SELECT status FROM mm_commit_batch($1, $2, $3, $4, $5, '{}', '{}', '{}')",
+            [c for c in cids for _ in range(3)],
+            [a, b, a] * len(cids),
+            [f"m{c}-{i}" for c in cids for i in range(3)],
+            ["body"] * 3 * len(cids),
+            ["text"] * 3 * len(cids),
+        )
+        assert {r[0] for r in sends} == {0}
+        await _scratch("UPDATE messages SET deleted_at = now() WHERE seq = 2")
+        everything = "SELECT * FROM messages ORDER BY conversation_id, seq"
+        before = [tuple(r) for r in await _scratch(everything)]
+        assert len(before) == 60
+
+        await asyncio.to_thread(command.upgrade, config, "head")
+        assert [tuple(r) for r in await _scratch(everything)] == before
+        partitions = await _scratch(
+            "SELECT c.relname, count(m.*) FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid"
+            " LEFT JOIN messages m ON m.tableoid = c.oid"
+            " WHERE i.inhparent = 'messages'::regclass GROUP BY c.relname ORDER BY c.relname"
+        )
+        assert [r[0] for r in partitions] == [f"messages_p{r}" for r in range(8)]
+        assert sum(r[1] for r in partitions) == 60 and max(r[1] for r in partitions) < 60
+        # The id sequence went on where it was; the new key lets a cmid repeat elsewhere.
+        [[status, seq, msg_id]] = await _scratch(
+            "SELECT status, seq, msg_id FROM mm_commit_batch($1, $2, $3, $4, $5, '{}', '{}', '{}')",
+            [cids[1]],
+            [a],
+            [f"m{cids[0]}-0"],
+            ["body"],
+            ["text"],
+        )
+        assert (status, seq, msg_id) == (0, 4, max(r[2] for r in before) + 1)
+        with pytest.raises(Exception, match="cannot downgrade 0007: 1 "):
+            await asyncio.to_thread(command.downgrade, config, "0006_message_notifications")
+        [[kind]] = await _scratch("SELECT relkind::text FROM pg_class WHERE relname = 'messages'")
+        assert kind == "p"  # the refused downgrade changed nothing
+        await _scratch("DELETE FROM messages WHERE id = $1", msg_id)
+
+        await asyncio.to_thread(command.downgrade, config, "0006_message_notifications")
+        assert [tuple(r) for r in await _scratch(everything)] == before
+        keys = await _scratch(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'messages'::regclass"
+            " AND contype IN ('p', 'u') ORDER BY conname"
+        )
+        assert [r[0] for r in keys] == ["pk_messages", "uq_messages_id", "uq_messages_sender_cmid"]
+        [[kind]] = await _scratch("SELECT relkind::text FROM pg_class WHERE relname = 'messages'")
+        assert kind == "r"
+        # 0005's function again: the old key, the sequence still ahead of every id.
+        again = await _scratch(
+            "SELECT status, msg_id FROM mm_commit_batch($1, $2, $3, $4, $5, '{}', '{}', '{}')",
+            [cids[1], cids[0]],
+            [a, b],
+            [f"m{cids[0]}-0", "fresh"],
+            ["body", "x"],
+            ["text", "text"],
+        )
+        assert [r[0] for r in again] == [2, 0]  # another conversation: a conflict under 0006
+        assert again[1][1] > msg_id
     finally:
         await _admin(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')

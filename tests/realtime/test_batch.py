@@ -2,12 +2,14 @@
 
 These drive :meth:`BatchWriter.flush` directly (no node), so one batch can hold every case at
 once: new messages, resends, copies inside the batch, conflicts, closed and unknown
-conversations, receipts, and a resend racing on another conversation.
+conversations, receipts, the resend key per conversation, and a key raced in by a writer that
+skips the conversation's lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -160,27 +162,73 @@ async def test_receipts_keep_the_highest_mark_and_recount_unread(
     assert tuple(await member_row(db, cid, b)) == (6, 0)
 
 
-async def test_a_resend_racing_on_another_conversation_is_retried_and_answered(
+async def test_the_resend_key_names_the_conversation(
     db: asyncpg.Pool[asyncpg.Record],
     w: BatchWriter,
     new_user: Callable[..., Any],
     new_conversation: Callable[..., Any],
 ) -> None:
-    """Another transaction stores the same ``(sender, cmid)`` elsewhere while the batch runs.
-
-    The batch's INSERT waits on that transaction's index entry, fails with ``unique_violation``
-    once it commits, and the retried call answers the key as a conflict (another conversation)
-    while the rest of the batch is stored, gapless.
-    """
+    """``(conversation_id, sender_id, cmid)`` is the key (migration 0007): the same ``cmid`` again
+    to the same conversation is a resend with the original place, in a later batch and in the
+    same one; to another conversation it is a new message there, in both cases too."""
     a, b = await new_user(), await new_user()
     cid, other = await new_conversation(a, b), await new_conversation(a, b)
+    [first] = await w.flush([send(a, cid, "hello", "same")])
+    original = placed(first)
+    outcomes = await w.flush(
+        [
+            send(a, cid, "hello", "same"),  # a resend: the original place
+            send(a, other, "hello", "same"),  # another conversation: a new message
+            send(a, other, "hello", "same"),  # its copy in this batch: its place
+            send(a, cid, "hello", "again"),
+            send(a, other, "hello", "again"),  # both new, each in its conversation
+        ]
+    )
+    assert placed(outcomes[0]) == (original[0], 1, True)
+    elsewhere = placed(outcomes[1])
+    assert elsewhere[1:] == (1, False) and elsewhere[0] != original[0]
+    assert placed(outcomes[2]) == (elsewhere[0], 1, True)
+    assert placed(outcomes[3])[1:] == (2, False)
+    assert placed(outcomes[4])[1:] == (2, False)
+    rows = await db.fetch(
+        "SELECT conversation_id, seq, cmid FROM messages WHERE sender_id = $1"
+        " ORDER BY conversation_id, seq",
+        a,
+    )
+    assert [tuple(r) for r in rows] == [
+        (cid, 1, "same"),
+        (cid, 2, "again"),
+        (other, 1, "same"),
+        (other, 2, "again"),
+    ]
+    # A later resend to the second conversation answers with that conversation's row.
+    [again] = await w.flush([send(a, other, "hello", "same")])
+    assert placed(again) == (elsewhere[0], 1, True)
+    assert w.committed == 4  # one row per (conversation, cmid)
+
+
+async def test_a_key_stored_by_a_writer_skipping_the_lock_is_retried_and_answered(
+    db: asyncpg.Pool[asyncpg.Record],
+    w: BatchWriter,
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+) -> None:
+    """Another transaction stores one of the batch's keys without the conversation's row lock
+    while the batch runs (every node's batch takes that lock, so only a foreign writer can).
+
+    The batch's INSERT waits on that transaction's index entries, fails with ``unique_violation``
+    once it commits, and the retried call answers the key as a resend with the racer's place
+    while the rest of the batch is stored after it, gapless.
+    """
+    a, b = await new_user(), await new_user()
+    cid = await new_conversation(a, b)
     async with db.acquire() as racer:
         tx = racer.transaction()
         await tx.start()
         await racer.execute(
             "INSERT INTO messages (conversation_id, seq, sender_id, cmid, body) "
-            "VALUES ($1, 1, $2, 'raced', 'elsewhere')",
-            other,
+            "VALUES ($1, 1, $2, 'raced', 'here')",
+            cid,
             a,
         )
         flushing = asyncio.create_task(
@@ -190,14 +238,16 @@ async def test_a_resend_racing_on_another_conversation_is_retried_and_answered(
         assert not flushing.done(), "the batch should wait on the racer's index entry"
         await tx.commit()
     outcomes = await asyncio.wait_for(flushing, 5)
-    assert placed(outcomes[0])[1:] == (1, False)
-    assert error(outcomes[1]) == Err.CMID_CONFLICT
-    assert placed(outcomes[2])[1:] == (2, False)
+    assert placed(outcomes[0])[1:] == (2, False)
+    assert placed(outcomes[1])[1:] == (1, True)
+    assert placed(outcomes[2])[1:] == (3, False)
     stored = await db.fetch(
-        "SELECT conversation_id FROM messages WHERE sender_id = $1 AND cmid = 'raced'", a
+        "SELECT seq FROM messages WHERE conversation_id = $1 AND sender_id = $2 AND cmid = 'raced'",
+        cid,
+        a,
     )
-    assert [r[0] for r in stored] == [other]
-    assert await top_seq(db, cid) == 2
+    assert [r[0] for r in stored] == [1]
+    assert await top_seq(db, cid) == 3
 
 
 async def test_no_cached_plan_of_a_node_scans_a_table_sequentially(
@@ -244,7 +294,9 @@ async def test_no_cached_plan_of_a_node_scans_a_table_sequentially(
         await pool.close()
     text = "\n".join(plans)
     assert "Insert on messages" in text and "Update on conversation_members" in text, text
-    assert "Index Scan using pk_messages on messages" in text, text  # sync's page
+    # Sync's page, in the partitions' primary keys (tests/realtime/test_partition_plans.py
+    # checks that each execution reads one partition).
+    assert re.search(r"Index Scan using messages_p\d_pkey on messages_p\d", text), text
     assert "Seq Scan" not in text, text
 
 

@@ -64,9 +64,10 @@ def test_plan_groups_by_conversation_in_arrival_order_and_sets_repeats_aside() -
         _send(1, 20, "a"),  # a repeat of 0
         _send(2, 10, "d"),
         _send(3, 30, "a"),  # another sender's "a": not a repeat
+        _send(1, 10, "a"),  # the same sender's "a" in another conversation: a new message
     ]
     plan = plan_sends(sends)
-    assert plan.order == [1, 4, 0, 2, 5]
+    assert plan.order == [1, 4, 6, 0, 2, 5]
     assert plan.repeats == {3: 0}
 
 
@@ -86,7 +87,9 @@ def test_a_repeat_answers_as_its_first_or_as_a_conflict() -> None:
     assert same.stored == Stored(7, 3, 1000, dup=True) and same.error is None
     other_body = repeat_outcome(_send(1, 10, "k", "bye"), reply, first, stored)
     assert (other_body.stored, other_body.error) == (None, Err.CMID_CONFLICT)
-    other_cid = repeat_outcome(_send(1, 11, "k", "hello"), reply, first, stored)
-    assert other_cid.error == Err.CMID_CONFLICT
+    other_kind = repeat_outcome(
+        SendRequest(1, 10, "k", "hello", "image", None, ()), reply, first, stored
+    )
+    assert other_kind.error == Err.CMID_CONFLICT
     refused = SendOutcome(first, reply, error=Err.NOT_MEMBER)
     assert repeat_outcome(_send(1, 10, "k", "hello"), reply, first, refused).error == Err.NOT_MEMBER
