@@ -180,7 +180,7 @@ class Swipe(Base):
 
 #: Hash partitions of ``messages`` on ``conversation_id`` (migration 0007 creates them as
 #: ``messages_p0`` ..; alembic's comparison leaves them to it).
-MESSAGE_PARTITIONS = 8
+MESSAGE_PARTITIONS = 4
 
 
 class Message(Base):

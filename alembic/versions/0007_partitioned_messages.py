@@ -1,18 +1,21 @@
-"""``messages`` partitioned by HASH (conversation_id) into 8 partitions; the resend key names it.
+"""``messages`` partitioned by HASH (conversation_id) into 4 partitions; the resend key names it.
 
 Every message of every conversation was in one heap with three B-trees. Now the table is
 declaratively partitioned on ``conversation_id``: each conversation's rows live in one of
-:data:`PARTITIONS` partitions (``messages_p0`` .. ``messages_p7``), each with its own heap,
+the :data:`PARTITIONS` partitions (``messages_p0`` .. ``messages_p3``), each with its own heap,
 indexes, vacuum and statistics, and every reader and the writer name ``conversation_id`` so
 PostgreSQL scans exactly one partition (tests/realtime/test_partition_plans.py checks the plans).
 
-Why 8: every statement of a node runs on a generic plan (``realtime/store.py``), which locks and
-starts up every partition of each ``messages`` reference before run-time pruning picks one; the
-batch function has three such references, so the fixed cost of a call grows with the count
-(docs/BENCHMARKS.md, "Partitioned messages"). 8 splits the table, its indexes and its vacuum
-eightfold at a per-call cost the bench cannot tell from the plain table; a hash partition can be
-split later without touching the others (detach ``messages_pN``, create modulus-16 partitions
-for remainders N and N + 8, copy its rows back).
+Why 4: every statement of a node runs on a generic plan (``realtime/store.py``), and a generic
+plan's ``Append`` over the partitions, pruned at run time per row (the conversation comes from
+the batch's arrays), starts up and locks every partition's index scan on each call. The sends'
+statement reads ``messages`` twice (resend probe, top seq), so a call pays for 2 x PARTITIONS
+index scans, and past 16 relations a transaction's locks leave PostgreSQL's fast path. That
+fixed cost per call grows with the count (4, 8 and 16 measured, docs/BENCHMARKS.md,
+"Partitioned messages"), so the table starts with 4: the keys, the pruned plans and the
+partition-wise vacuum are in place, and the count can grow with the table. A hash partition
+splits without touching the others: detach ``messages_pN``, create the modulus-8 partitions
+for remainders N and N + 4, copy its rows into the parent.
 
 A unique index of a partitioned table must contain the partition key, so the keys become:
 
@@ -53,7 +56,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 #: Hash partitions of ``messages`` (``common.models.MESSAGE_PARTITIONS`` must match).
-PARTITIONS = 8
+PARTITIONS = 4
 
 #: ``status`` of an outcome row: unchanged from 0005 (``realtime.domain.BatchStatus``).
 STATUSES = {

@@ -9,6 +9,7 @@ import pytest
 
 from alembic import command
 from api.seed import INTERESTS
+from common.models import MESSAGE_PARTITIONS
 from tests.conftest import TEST_DB, TEST_DB_URL, _with_path, alembic_config
 
 SCRATCH_DB = f"{TEST_DB}_migrations"
@@ -133,7 +134,7 @@ async def test_insert_mostly_write_path_migration_keeps_what_the_dropped_columns
 
 
 async def test_partitioned_messages_migration_moves_the_rows_both_ways() -> None:
-    """0007 moves the messages into 8 hash partitions with the per-conversation resend key, and
+    """0007 moves the messages into hash partitions with the per-conversation resend key, and
     its downgrade back into the plain table: the same rows, ids and sequence position both
     ways; the downgrade refuses what 0006's ``(sender_id, cmid)`` key cannot hold."""
     await _admin(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
@@ -176,7 +177,7 @@ async def test_partitioned_messages_migration_moves_the_rows_both_ways() -> None
             " LEFT JOIN messages m ON m.tableoid = c.oid"
             " WHERE i.inhparent = 'messages'::regclass GROUP BY c.relname ORDER BY c.relname"
         )
-        assert [r[0] for r in partitions] == [f"messages_p{r}" for r in range(8)]
+        assert [r[0] for r in partitions] == [f"messages_p{r}" for r in range(MESSAGE_PARTITIONS)]
         assert sum(r[1] for r in partitions) == 60 and max(r[1] for r in partitions) < 60
         # The id sequence went on where it was; the new key lets a cmid repeat elsewhere.
         [[status, seq, msg_id]] = await _scratch(
