@@ -41,10 +41,15 @@ from loadtest.report import Latency
 
 #: Every size query and Redis call is bounded: a stuck service must not stall the sampler.
 QUERY_TIMEOUT_S: Final = 10.0
+#: Each table's heap and index bytes; a partitioned table (``messages``, migration 0007) as the
+#: sum of its partitions, under its own name.
 TABLE_SIZES: Final = """
-SELECT c.relname, pg_table_size(c.oid), pg_indexes_size(c.oid)
+SELECT c.relname, sum(pg_table_size(coalesce(t.relid, c.oid)))::bigint,
+       sum(pg_indexes_size(coalesce(t.relid, c.oid)))::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname = 'public'
+LEFT JOIN LATERAL pg_partition_tree(c.oid) t ON t.isleaf
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = 'public'
+GROUP BY c.relname
 ORDER BY c.relname
 """
 
