@@ -189,8 +189,9 @@ class Message(Base):
     Partitioned by HASH (conversation_id) (migration 0007): every unique key contains it, and
     every reader names it, so a statement reads one partition. The resend key is
     ``(conversation_id, sender_id, cmid)``: a resend names the same conversation, so the same
-    ``cmid`` in another conversation is another message. ``id`` comes from ``messages_id_seq``
-    and is not indexed: nothing looks a message up by it.
+    ``cmid`` in another conversation is another message; it is an opaque client id, compared
+    byte by byte (``COLLATE "C"``, cheaper in the key than the database's locale). ``id`` comes
+    from ``messages_id_seq`` and is not indexed: nothing looks a message up by it.
     """
 
     __tablename__ = "messages"
@@ -210,7 +211,7 @@ class Message(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity())
     # Kept when an account is deleted (users are anonymised, not removed).
     sender_id: Mapped[int] = mapped_column(BigInteger)
-    cmid: Mapped[str] = mapped_column(String(64))
+    cmid: Mapped[str] = mapped_column(String(64, collation="C"))
     body: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(String(16), server_default=text("'text'"))
     created_at: Mapped[dt.datetime] = _now()

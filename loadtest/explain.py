@@ -113,9 +113,15 @@ class PartitionRead:
         return [scan for scan in self.scans if scan.loops > 0]
 
     @property
+    def scans_run(self) -> int:
+        """Partition scans run, over all the read's executions."""
+        return sum(scan.loops for scan in self.scans)
+
+    @property
     def one_partition_per_loop(self) -> bool:
-        """Each of the read's executions ran exactly one partition's scan (pruned, keyed)."""
-        return sum(scan.loops for scan in self.scans) == self.loops
+        """Each of the read's executions ran at most one partition's scan (pruned, keyed): none
+        when a gate above the scans (a ``Result``'s one-time filter) said it was not needed."""
+        return self.scans_run <= self.loops
 
     @property
     def by_index(self) -> bool:
@@ -143,16 +149,25 @@ def _scan(node: dict[str, Any]) -> Scan:
     )
 
 
+def _ungated(node: dict[str, Any]) -> dict[str, Any]:
+    """The scan under a ``Result`` that only gates it (one child), else ``node``."""
+    children = node.get("Plans", [])
+    if node["Node Type"] == "Result" and len(children) == 1 and "Relation Name" in children[0]:
+        return dict(children[0])
+    return node
+
+
 def partition_reads(plan: dict[str, Any], partitions: frozenset[str]) -> list[PartitionRead]:
     """Every read of the table whose partitions are ``partitions``, in ``plan`` (a ``Plan``).
 
-    An ``Append`` whose children scan those partitions is one read; a partition scanned outside
-    such an ``Append`` (the planner pruned the others) is a read of its own.
+    An ``Append`` whose children scan those partitions is one read (a child may be a gating
+    ``Result`` over the partition's scan, for a condition on the outer row alone); a partition
+    scanned outside such an ``Append`` (the planner pruned the others) is a read of its own.
     """
     reads: list[PartitionRead] = []
 
     def walk(node: dict[str, Any]) -> None:
-        children = node.get("Plans", [])
+        children = [_ungated(child) for child in node.get("Plans", [])]
         if node["Node Type"] in _APPENDS and any(
             child.get("Relation Name") in partitions for child in children
         ):

@@ -12,11 +12,16 @@ no reset query per batch) and gives it back after any failure.
 A batch is one call of the ``mm_commit_batch`` function (:data:`COMMIT_FUNCTION`, defined by the
 newest write-path migration), outside any explicit transaction, so the call is the whole
 transaction and one round trip: it locks the batch's conversation rows in id order (two nodes
-never deadlock), answers resends with their original place (a different body is a conflict),
-numbers the new messages after each conversation's top ``seq`` (read from the messages key under
-that lock), inserts them and applies read receipts, and returns after its COMMIT. It updates no
-other row per message: ``last_seq`` and unread counts are derived at read time. Outcomes are
-handed to ``on_done`` only then: that is what makes an ack mean "durable".
+never deadlock), numbers the new messages after each conversation's top ``seq`` (read from the
+messages key under that lock), inserts them and applies read receipts, and returns after its
+COMMIT. It updates no other row per message: ``last_seq`` and unread counts are derived at read
+time. Outcomes are handed to ``on_done`` only then: that is what makes an ack mean "durable".
+
+Resends are rare, so the first call for a batch does not look for them: the resend key's unique
+index is the check. A batch holding a resend (or a key reused with another body) fails that call
+with ``unique_violation``, which stores nothing, and is called again with ``probe``: then the
+function reads the keys first and answers resends with their original place (another body or
+kind is a conflict). ``reprobes`` counts those second calls.
 
 The function numbers rows in the order it gets them, so the writer hands it each batch grouped by
 conversation (arrival order kept within each) and settles a ``(cid, sender, cmid)`` repeated
@@ -59,11 +64,11 @@ log = logging.getLogger("realtime.batch")
 COMMIT_FUNCTION: Final = "mm_commit_batch"
 
 #: The whole transaction, one round trip. Run outside any explicit transaction, the call is its
-#: own transaction and answers only after its COMMIT.
+#: own transaction and answers only after its COMMIT. ``$9``: probe for resends first.
 COMMIT_SQL: Final = """
 SELECT op, ord, status, msg_id, seq, time_ms
 FROM mm_commit_batch($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                     $6::bigint[], $7::bigint[], $8::bigint[])
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::boolean)
 """
 
 STATEMENTS: Final = (COMMIT_SQL,)
@@ -182,6 +187,8 @@ class BatchWriter:
         self.batches = 0
         self.last_flush_s = 0.0
         self.committed = 0
+        #: Calls made again with ``probe`` after a unique violation (a resend reached the table).
+        self.reprobes = 0
 
     def submit(self, request: SendRequest | ReadRequest, reply: Replier) -> None:
         """Queue without awaiting; the outcome reaches ``on_done`` after the commit."""
@@ -334,12 +341,16 @@ class BatchWriter:
 
     async def flush(self, batch: list[Item]) -> list[Outcome]:
         """Commit ``batch`` and return one outcome per item, in order; never raises."""
+        probe = False
         for _attempt in range(MAX_RACE_RETRIES):
             try:
-                return await self._commit(batch)
+                return await self._commit(batch, probe=probe)
             except asyncpg.UniqueViolationError:
-                # A writer that skipped the conversation's row lock stored one of these keys
-                # meanwhile: nothing was stored, the next call sees its row.
+                # A resend (or a reused key) met the resend key: nothing was stored, and the call
+                # with probe answers it with its stored place. With probe, only a writer that
+                # skipped the conversation's row lock can cause it; the next call sees its row.
+                self.reprobes += not probe
+                probe = True
                 continue
             except _CommitUnknown as exc:
                 # Stored or not, only a resend (same cmid) can tell: never claim "not stored".
@@ -359,8 +370,9 @@ class BatchWriter:
                 return outcomes
         return [_failed(item, Err.INTERNAL) for item in batch]
 
-    async def _commit(self, batch: list[Item]) -> list[Outcome]:
-        """One ``mm_commit_batch`` call on this lane's connection: one round trip, one COMMIT."""
+    async def _commit(self, batch: list[Item], *, probe: bool) -> list[Outcome]:
+        """One ``mm_commit_batch`` call on this lane's connection: one round trip, one COMMIT.
+        ``probe``: look the batch's resend keys up before inserting (see the module docstring)."""
         requests = [r for r, _ in batch if isinstance(r, SendRequest)]
         plan = plan_sends(requests)
         sends = [requests[i] for i in plan.order]
@@ -383,6 +395,7 @@ class BatchWriter:
                 [r.cid for r in reads],
                 [r.user for r in reads],
                 [r.seq for r in reads],
+                probe,
             )
         except BaseException as exc:
             # A failed release (the connection died and asyncpg already dropped it) must not

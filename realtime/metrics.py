@@ -165,6 +165,8 @@ class Gauges:
     users: Callable[[], int]
     batch_pending: Callable[[], int]
     committed: Callable[[], int]
+    #: Batch calls made again with the resend probe (:attr:`realtime.batch.BatchWriter.reprobes`).
+    batch_reprobes: Callable[[], int]
     slow_consumer_closes: Callable[[], int]
     delivery_lag_s: Callable[[], float]
     delivery_received: Callable[[], int]
@@ -194,6 +196,11 @@ class NodeCollector(Collector):
         )
         yield _gauge("mm_rt_draining", "1 while the node drains", int(g.draining()))
         yield _counter("mm_rt_messages_committed", "Messages committed", g.committed())
+        yield _counter(
+            "mm_rt_batch_reprobes",
+            "Batches committed again with the resend probe (a resend reached the table)",
+            g.batch_reprobes(),
+        )
         yield _counter(
             "mm_rt_slow_consumer_closes",
             "Sockets closed as slow consumers",

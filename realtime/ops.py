@@ -184,6 +184,7 @@ class NodeOps:
             users=lambda: node.hub.user_count,
             batch_pending=lambda: writer.pending,
             committed=lambda: writer.committed,
+            batch_reprobes=lambda: writer.reprobes,
             slow_consumer_closes=lambda: node.slow_consumer_closes,
             delivery_lag_s=lambda: broker.lag_s,
             delivery_received=lambda: broker.received,

@@ -69,21 +69,27 @@ STATUSES = {
 
 COLUMNS = "conversation_id, seq, id, sender_id, cmid, body, kind, created_at, deleted_at"
 
-#: 0005's function with the resend probe on ``(conversation_id, sender_id, cmid)``: the probe
-#: names the partition key, and a stored key is a resend when body and kind match.
+#: The argument types of 0005's function, and of this one (``probe`` added).
+_ARGS_0005 = "bigint[], bigint[], text[], text[], text[], bigint[], bigint[], bigint[]"
+_ARGS = f"{_ARGS_0005}, boolean"
+
+#: 0005's function, inserting without reading the resend key first: the key's unique index is
+#: the check, and a call that meets it is redone with ``probe`` (see the INSERT's comment).
+#: Every read of ``messages`` names ``conversation_id``, so it reads one partition.
 CREATE = r"""
-CREATE OR REPLACE FUNCTION mm_commit_batch(
+CREATE FUNCTION mm_commit_batch(
     s_cid bigint[], s_sender bigint[], s_cmid text[], s_body text[], s_kind text[],
-    r_cid bigint[], r_user bigint[], r_seq bigint[]
+    r_cid bigint[], r_user bigint[], r_seq bigint[], probe boolean DEFAULT false
 ) RETURNS TABLE (op text, ord int, status smallint, msg_id bigint, seq bigint, time_ms bigint)
 LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
     n int := cardinality(s_cid);
     st smallint[];
-    ids bigint[];
-    seqs bigint[];
-    ats bigint[];
+    known smallint[];
+    ids bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    seqs bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    ats bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     tops bigint[];
     cur bigint := NULL;
     nxt bigint := 0;
@@ -95,32 +101,42 @@ BEGIN
     PERFORM FROM conversations WHERE id = ANY (s_cid || r_cid) ORDER BY id FOR UPDATE;
 
     IF n > 0 THEN
-        -- One keyed probe per row and key (LATERAL ... LIMIT 1), each naming conversation_id
-        -- so it reads one partition: a stored (conversation, sender, cmid), the conversation,
-        -- the membership, its top seq. Statuses: STATUSES above. The node sends the rows
-        -- grouped by conversation, in arrival order within each, and settles in-batch
-        -- duplicates of a key itself.
+        IF probe THEN
+            -- The call after a unique_violation (the INSERT below): which sends are stored
+            -- already, by the resend key; a stored key is a resend when body and kind match,
+            -- else a conflict. Each probe names conversation_id, so it reads one partition.
+            SELECT array_agg(
+                       CASE WHEN m.id IS NULL THEN NULL
+                            WHEN (m.body, m.kind) = (k.body, k.kind) THEN 1
+                            ELSE 2 END::smallint ORDER BY k.i),
+                   array_agg(m.id ORDER BY k.i),
+                   array_agg(m.seq ORDER BY k.i),
+                   array_agg((extract(epoch FROM m.created_at) * 1000)::bigint ORDER BY k.i)
+            INTO known, ids, seqs, ats
+            FROM unnest(s_cid, s_sender, s_cmid, s_body, s_kind)
+                WITH ORDINALITY AS k(cid, sender, cmid, body, kind, i)
+            LEFT JOIN LATERAL (
+                SELECT x.id, x.seq, x.created_at, x.body, x.kind
+                FROM messages x
+                WHERE x.conversation_id = k.cid AND x.sender_id = k.sender AND x.cmid = k.cmid
+                LIMIT 1
+            ) m ON true;
+        END IF;
+
+        -- One keyed probe per row and key (LATERAL ... LIMIT 1): the conversation, the
+        -- membership, and on a conversation's first row its top seq (which names
+        -- conversation_id: one partition; the numbering reads no other). Statuses: STATUSES
+        -- above; a known resend or conflict comes first. The node sends the rows grouped by
+        -- conversation, in arrival order within each, and settles in-batch duplicates of a
+        -- key itself.
         SELECT array_agg(
-                   CASE
-                       WHEN m.id IS NOT NULL THEN
-                           CASE WHEN (m.body, m.kind) = (k.body, k.kind) THEN 1 ELSE 2 END
-                       WHEN c.id IS NULL OR me.user_id IS NULL THEN 3
-                       WHEN c.closed_at IS NOT NULL THEN 4
-                       ELSE 0
-                   END ORDER BY k.i),
-               array_agg(m.id ORDER BY k.i),
-               array_agg(m.seq ORDER BY k.i),
-               array_agg((extract(epoch FROM m.created_at) * 1000)::bigint ORDER BY k.i),
+                   coalesce(known[k.i],
+                            CASE WHEN c.id IS NULL OR me.user_id IS NULL THEN 3
+                                 WHEN c.closed_at IS NOT NULL THEN 4
+                                 ELSE 0 END::smallint) ORDER BY k.i),
                array_agg(coalesce(t.seq, 0) ORDER BY k.i)
-        INTO st, ids, seqs, ats, tops
-        FROM unnest(s_cid, s_sender, s_cmid, s_body, s_kind)
-            WITH ORDINALITY AS k(cid, sender, cmid, body, kind, i)
-        LEFT JOIN LATERAL (
-            SELECT x.id, x.seq, x.created_at, x.body, x.kind
-            FROM messages x
-            WHERE x.conversation_id = k.cid AND x.sender_id = k.sender AND x.cmid = k.cmid
-            LIMIT 1
-        ) m ON true
+        INTO st, tops
+        FROM unnest(s_cid, s_sender) WITH ORDINALITY AS k(cid, sender, i)
         LEFT JOIN LATERAL (
             SELECT x.id, x.closed_at FROM conversations x WHERE x.id = k.cid LIMIT 1
         ) c ON true
@@ -129,7 +145,8 @@ BEGIN
             WHERE x.conversation_id = k.cid AND x.user_id = k.sender LIMIT 1
         ) me ON true
         LEFT JOIN LATERAL (
-            SELECT x.seq FROM messages x WHERE x.conversation_id = k.cid
+            SELECT x.seq FROM messages x
+            WHERE x.conversation_id = k.cid AND (k.i = 1 OR s_cid[k.i - 1] <> k.cid)
             ORDER BY x.seq DESC LIMIT 1
         ) t ON true;
 
@@ -147,6 +164,10 @@ BEGIN
             END IF;
         END LOOP;
 
+        -- Without probe, a resend (or a conflict) meets the resend key's unique index here:
+        -- the call fails with unique_violation and, being the whole transaction, stores
+        -- nothing; the node calls again with probe. Resends are rare, so most calls never
+        -- read the resend key: the index insert is the check.
         INSERT INTO messages (id, conversation_id, seq, sender_id, cmid, body, kind, created_at)
         SELECT v.id, v.cid, v.seq, v.sender, v.cmid, v.body, v.kind, now()
         FROM unnest(ids, s_cid, seqs, s_sender, s_cmid, s_body, s_kind, st)
@@ -205,13 +226,14 @@ $fn$
 def _new_table(name: str, partitioned: bool) -> str:
     """``messages``' columns, identity, defaults and check (0001), without keys (built after
     the copy)."""
+    cmid_collation = 'COLLATE "C" ' if partitioned else ""
     return f"""
     CREATE TABLE {name} (
         conversation_id bigint NOT NULL,
         seq bigint NOT NULL,
         id bigint GENERATED BY DEFAULT AS IDENTITY NOT NULL,
         sender_id bigint NOT NULL,
-        cmid varchar(64) NOT NULL,
+        cmid varchar(64) {cmid_collation}NOT NULL,
         body text NOT NULL,
         kind varchar(16) NOT NULL DEFAULT 'text',
         created_at timestamptz NOT NULL DEFAULT now(),
@@ -253,6 +275,7 @@ def upgrade() -> None:
         "ALTER TABLE messages ADD CONSTRAINT uq_messages_conversation_sender_cmid"
         " UNIQUE (conversation_id, sender_id, cmid)"
     )
+    op.execute(f"DROP FUNCTION mm_commit_batch({_ARGS_0005})")
     op.execute(CREATE)
     op.execute("ANALYZE messages")
 
@@ -288,5 +311,6 @@ def downgrade() -> None:
     assert spec is not None and spec.loader is not None
     previous = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(previous)
+    op.execute(f"DROP FUNCTION mm_commit_batch({_ARGS})")
     op.execute(previous.CREATE)
     op.execute("ANALYZE messages")

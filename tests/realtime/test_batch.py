@@ -109,6 +109,7 @@ async def test_one_batch_decides_every_kind_of_send(
     assert error(outcomes[7]) == Err.NOT_MEMBER
     assert placed(outcomes[8])[1:] == (4, False)
     assert w.committed == 4  # "earlier", "one", "two", "three"
+    assert w.reprobes == 1  # the resends met the key once; the probe call settled them
 
     rows = await db.fetch(
         "SELECT seq, sender_id, cmid, body FROM messages WHERE conversation_id = $1 ORDER BY seq",
@@ -160,6 +161,37 @@ async def test_receipts_keep_the_highest_mark_and_recount_unread(
     outcomes = await w.flush([read(b, cid, 1), send(a, cid, "m5"), read(b, cid, 6)])
     assert [o.error for o in outcomes] == [None, None, None]
     assert tuple(await member_row(db, cid, b)) == (6, 0)
+
+
+async def test_a_call_without_probe_stores_nothing_of_a_batch_holding_a_resend(
+    db: asyncpg.Pool[asyncpg.Record],
+    w: BatchWriter,
+    new_user: Callable[..., Any],
+    new_conversation: Callable[..., Any],
+) -> None:
+    """The first call for a batch does not read the resend key: a resend among new sends fails
+    it with ``unique_violation``, and the call (its own transaction) stores none of them, so
+    the writer's call with ``probe`` numbers the new ones from the same top, gapless."""
+    a, b = await new_user(), await new_user()
+    cid = await new_conversation(a, b)
+    await w.flush([send(a, cid, "first", "k0")])
+    args: tuple[list[Any], ...] = (
+        [cid, cid],
+        [b, a],
+        ["k1", "k0"],
+        ["new", "first"],
+        ["text"] * 2,
+        [],
+        [],
+        [],
+    )
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await db.fetch(COMMIT_SQL, *args, False)
+    assert await top_seq(db, cid) == 1
+    assert w.reprobes == 0
+    rows = await db.fetch(COMMIT_SQL, *args, True)
+    assert [(r["status"], r["seq"]) for r in rows] == [(0, 2), (1, 1)]
+    assert await top_seq(db, cid) == 2
 
 
 async def test_the_resend_key_names_the_conversation(
@@ -276,7 +308,7 @@ async def test_no_cached_plan_of_a_node_scans_a_table_sequentially(
                 "SET auto_explain.log_nested_statements = on; SET client_min_messages = log"
             )
             con.add_log_listener(lambda _con, message: plans.append(message.message))
-            for i in range(2):
+            for i in range(2):  # without the resend probe, then with it
                 await con.fetch(
                     COMMIT_SQL,
                     [cid, cid],
@@ -287,6 +319,7 @@ async def test_no_cached_plan_of_a_node_scans_a_table_sequentially(
                     [cid],
                     [b],
                     [1],
+                    bool(i),
                 )
             await con.fetch(ACCOUNT_SQL, [a])
             await con.fetch(SYNC_SQL, [cid], [0], 10, a)
@@ -294,6 +327,7 @@ async def test_no_cached_plan_of_a_node_scans_a_table_sequentially(
         await pool.close()
     text = "\n".join(plans)
     assert "Insert on messages" in text and "Update on conversation_members" in text, text
+    assert "x.cmid = k.cmid" in text, text  # the probe's plan was printed too
     # Sync's page, in the partitions' primary keys (tests/realtime/test_partition_plans.py
     # checks that each execution reads one partition).
     assert re.search(r"Index Scan using messages_p\d_pkey on messages_p\d", text), text

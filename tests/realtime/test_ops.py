@@ -64,8 +64,10 @@ async def test_metrics_move_with_real_connections_and_sends(
     alice, bob = await new_user(), await new_user()
     cid = await new_conversation(alice, bob)
     a, b = await client(url, make_token(alice)), await client(url, make_token(bob))
+    cmids = []
     for i in range(3):
-        await a.expect("ack", cmid=await a.send_msg(cid, f"hello {i}"))
+        cmids.append(await a.send_msg(cid, f"hello {i}"))
+        await a.expect("ack", cmid=cmids[-1])
     await a.send(type="typing", cid=cid, on=True)
     await b.expect("typing")
     for _ in range(3):
@@ -108,6 +110,17 @@ async def test_metrics_move_with_real_connections_and_sends(
     # realtime/gcpolicy.py: the full collection before freezing the startup heap was timed.
     assert metric(before, "mm_rt_gc_pause_seconds_count", generation="2") >= 1
     assert metric(before, "mm_rt_gc_pause_seconds_sum", generation="2") > 0
+    # A resend reaches the table's resend key: its batch is committed again with the probe.
+    await a.send_msg(cid, "hello 0", cmid=cmids[0])
+    await a.expect("ack", cmid=cmids[0], dup=True)
+    resent = await scrape(onode.port)
+    assert (
+        metric(resent, "mm_rt_batch_reprobes_total") - metric(during, "mm_rt_batch_reprobes_total")
+        == 1
+    )
+    assert metric(resent, "mm_rt_messages_committed_total") == metric(
+        during, "mm_rt_messages_committed_total"
+    )
     await a.close()
     await b.close()
     for _ in range(40):

@@ -154,38 +154,64 @@ async def _as_a_node(seeded: Seeded, sql: str, *args: Any) -> tuple[list[Any], l
     return list(rows), messages
 
 
-async def test_the_batch_function_probes_one_partition_per_key(seeded: Seeded) -> None:
-    """Sends to three conversations in three partitions, a resend, receipts: the resend probe
-    and the top-seq probes of sends and receipts each read only their conversation's partition
-    (the node's generic plans: pruned at run time, per row)."""
+async def test_the_batch_function_reads_one_partition_per_key(seeded: Seeded) -> None:
+    """Sends to three conversations in three partitions, and receipts: the top-seq probe reads
+    only its conversation's partition, once per conversation (the node's generic plans: pruned
+    at run time, per row), and nothing reads the resend key."""
     cids = _spread(seeded, 3)
     rows, messages = await _as_a_node(
         seeded,
         COMMIT_SQL,
         [cids[0], cids[0], cids[1], cids[2]],
         [seeded.me] * 4,
-        [f"c{cids[0]}-2", "new-a", "new-b", "new-c"],  # the first: a resend
-        ["message 2", "a", "b", "c"],
+        ["new-a1", "new-a2", "new-b", "new-c"],
+        ["a1", "a2", "b", "c"],
         ["text"] * 4,
         [cids[1], cids[2]],
         [seeded.me] * 2,
         [5, 7],
+        False,
     )
     assert [(r["status"], r["seq"]) for r in rows] == [
-        (1, 2),
         (0, MESSAGES + 1),
+        (0, MESSAGES + 2),
         (0, MESSAGES + 1),
         (0, MESSAGES + 1),
         (0, 5),
         (0, 7),
     ]
-    expected = {seeded.partition_of[cid] for cid in cids}
-    # The sends' statement: the resend probe and the top-seq probe, each once per send row.
-    sends = _reads(messages, "x.cmid = k.cmid")
-    _assert_keyed(sends, expected)
-    assert [read.loops for read in sends] == [4, 4]
+    assert not [m for m in messages if "x.cmid = k.cmid" in m], "no call without probe reads it"
+    sends = _reads(messages, "coalesce(known[k.i]")
+    _assert_keyed(sends, {seeded.partition_of[cid] for cid in cids})
+    # The top-seq read runs per row, its partition's scan once per conversation: a gating
+    # ``Result`` over each partition's scan skips it on the second row of cids[0].
+    assert [(read.loops, read.scans_run) for read in sends] == [(4, 3)]
     receipts = _reads(messages, "UPDATE conversation_members")
     _assert_keyed(receipts, {seeded.partition_of[cid] for cid in cids[1:]})
+
+
+async def test_the_probe_reads_one_partition_per_send(seeded: Seeded) -> None:
+    """The call after a unique violation (``probe``) looks every send's resend key up in its
+    conversation's partition, once per row, and answers the resend with its stored place."""
+    cids = _spread(seeded, 2)
+    rows, messages = await _as_a_node(
+        seeded,
+        COMMIT_SQL,
+        [cids[0], cids[1], cids[1]],
+        [seeded.me] * 3,
+        [f"c{cids[0]}-2", "probe-b1", "probe-b2"],  # the first: a resend
+        ["message 2", "b1", "b2"],
+        ["text"] * 3,
+        [],
+        [],
+        [],
+        True,
+    )
+    assert [r["status"] for r in rows] == [1, 0, 0]
+    assert rows[0]["seq"] == 2 and rows[2]["seq"] == rows[1]["seq"] + 1
+    probes = _reads(messages, "x.cmid = k.cmid")
+    _assert_keyed(probes, {seeded.partition_of[cid] for cid in cids})
+    assert [(read.loops, read.scans_run) for read in probes] == [(3, 3)]
 
 
 async def test_sync_reads_one_partition_per_conversation(seeded: Seeded) -> None:
@@ -271,6 +297,15 @@ def test_the_plan_reader_tells_a_keyed_read_from_a_scan_of_every_partition() -> 
     bitmap = _read(1, ("Bitmap Heap Scan", "messages_p0", 1))
     assert bitmap.by_index and bitmap.keyed_on("conversation_id")
     assert not bitmap.keyed_on("sender_id")
+    gate = {
+        "Node Type": "Result",
+        "Actual Loops": 2,
+        "Plans": [_node("Index Scan", "messages_p1", 1)],
+    }
+    gated = partition_reads(
+        {"Node Type": "Merge Append", "Actual Loops": 2, "Plans": [gate]}, PARTITIONS
+    )
+    assert [(read.loops, read.scans_run, read.by_index) for read in gated] == [(2, 1, True)]
     direct = partition_reads(_node("Index Scan", "messages_p3", 1), PARTITIONS)
     assert [(read.loops, read.executed[0].relation) for read in direct] == [(1, "messages_p3")]
     assert partition_reads({"Node Type": "Seq Scan", "Relation Name": "users"}, PARTITIONS) == []
