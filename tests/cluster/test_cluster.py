@@ -39,14 +39,18 @@ def ws(proc: ServiceProcess) -> str:
     return f"ws://127.0.0.1:{proc.port}/"
 
 
-async def probe_readyz(procs: list[ServiceProcess], statuses: Counter[tuple[int, int]]) -> None:
-    """Count each node's ``/readyz`` answers until cancelled."""
+async def probe_readyz(
+    procs: list[ServiceProcess], statuses: Counter[tuple[int, int]], reasons: Counter[str]
+) -> None:
+    """Count each node's ``/readyz`` answers, and the failed checks they name, until cancelled."""
     async with httpx.AsyncClient(timeout=20 * TICK) as http:
         while True:
             for proc in procs:
                 with contextlib.suppress(httpx.HTTPError):
                     answer = await http.get(f"http://127.0.0.1:{proc.port}/readyz")
                     statuses[(proc.port, answer.status_code)] += 1
+                    if answer.status_code != 200:
+                        reasons.update(f"{proc.port}: {line}" for line in answer.text.splitlines())
             await asyncio.sleep(2 * TICK)
 
 
@@ -122,13 +126,14 @@ async def test_a_master_killed_mid_run_loses_nothing_acked_and_delivery_resumes(
     b_stream_on_victim = master_port_of(delivery_stream(f"mb-{b.port}")) == victim
     restarted = False
     statuses: Counter[tuple[int, int]] = Counter()
+    reasons: Counter[str] = Counter()
     workload.start()
     try:
         await workload.wait_connected()
         await asyncio.sleep(20 * TICK)
         crossed_before = sum(across for *_, across in history.deliveries)
         killed_at = time.monotonic()
-        probing = asyncio.create_task(probe_readyz([a, b], statuses))
+        probing = asyncio.create_task(probe_readyz([a, b], statuses, reasons))
         kill_9(victim)
         # PostgreSQL is up: sends keep committing and being acked while the shard fails over.
         await workload.acks_since(killed_at, 10)
@@ -167,4 +172,4 @@ async def test_a_master_killed_mid_run_loses_nothing_acked_and_delivery_resumes(
     # Readiness: node a's own stream was on the lost shard (its reader fails until the replica
     # takes over); node b's, if elsewhere, kept it ready: Redis's PING asks one reachable node.
     if not b_stream_on_victim:
-        assert statuses[(b.port, 200)] > 0 and statuses[(b.port, 503)] == 0, statuses
+        assert statuses[(b.port, 200)] > 0 and statuses[(b.port, 503)] == 0, (statuses, reasons)
