@@ -8,14 +8,21 @@ PostgreSQL scans exactly one partition (tests/realtime/test_partition_plans.py c
 
 Why 4: every statement of a node runs on a generic plan (``realtime/store.py``), and a generic
 plan's ``Append`` over the partitions, pruned at run time per row (the conversation comes from
-the batch's arrays), starts up and locks every partition's index scan on each call. The sends'
-statement reads ``messages`` twice (resend probe, top seq), so a call pays for 2 x PARTITIONS
-index scans, and past 16 relations a transaction's locks leave PostgreSQL's fast path. That
-fixed cost per call grows with the count (4, 8 and 16 measured, docs/BENCHMARKS.md,
-"Partitioned messages"), so the table starts with 4: the keys, the pruned plans and the
-partition-wise vacuum are in place, and the count can grow with the table. A hash partition
-splits without touching the others: detach ``messages_pN``, create the modulus-8 partitions
-for remainders N and N + 4, copy its rows into the parent.
+the batch's arrays), starts up and locks every partition's index scan on each call; past 16
+relations a transaction's locks also leave PostgreSQL's fast path. That fixed cost per call
+grows with the count (4, 8 and 16 measured, docs/BENCHMARKS.md, "Partitioned messages"), so the
+table starts with 4: the keys, the pruned plans and the partition-wise vacuum are in place, and
+the count can grow with the table. A hash partition splits without touching the others: detach
+``messages_pN``, create the modulus-8 partitions for remainders N and N + 4, copy its rows into
+the parent.
+
+So the function (below) reads ``messages`` as little as it can: once per call for the sends
+(each conversation's top seq, on its first row only), and never the resend key unless it is
+called with ``probe``. Resends are rare: without ``probe`` the INSERT's unique index is the
+check, a batch holding a resend fails with ``unique_violation`` (storing nothing, the call being
+its own transaction), and the node calls again with ``probe``, which looks each key up first. At
+4 partitions that costs PostgreSQL no more per message than 0006's plain table at a paced 3,000
+msg/s, and less in large batches (docs/BENCHMARKS.md).
 
 A unique index of a partitioned table must contain the partition key, so the keys become:
 
@@ -23,11 +30,15 @@ A unique index of a partitioned table must contain the partition key, so the key
 - the idempotency key ``uq_messages_conversation_sender_cmid`` ``(conversation_id, sender_id,
   cmid)`` instead of ``(sender_id, cmid)``: a client's resend always names the same
   conversation, so the same ``cmid`` from the same sender in another conversation is a new
-  message. ``mm_commit_batch`` (below) probes the new key; a resend with another body or kind
-  is still ``CMID_CONFLICT``;
+  message; a resend with another body or kind is still ``CMID_CONFLICT``. ``cmid`` is
+  ``COLLATE "C"``: an opaque client id compared byte by byte (the database's ``C.UTF-8``
+  compares through the locale on PostgreSQL 15, a cost in every key insert);
 - ``id`` (from ``messages_id_seq``, kept) is no longer unique-indexed: nothing looks a message
   up by ``id`` (replies name ``(cid, seq)``, reports and deletes ``(conversation_id, seq)``),
   and the sequence alone hands out each value once. One B-tree fewer per message.
+
+The function gains a last argument, ``probe boolean DEFAULT false`` (0005's eight-argument one
+is dropped), so a call without it is the common path.
 
 Rows move by copy, under an exclusive lock: a new partitioned table with 0001's columns,
 defaults, ``kind`` check and identity, the rows, the keys built after the copy, the identity's
