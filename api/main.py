@@ -7,7 +7,6 @@ their own settings.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,6 +33,7 @@ from common.db import make_engine, make_sessionmaker
 from common.logs import setup_logging
 from common.redisclient import redis_client
 from common.settings import Settings, get_settings
+from common.tasks import cancel_and_wait
 from common.tokens import keyset_from_settings
 
 
@@ -63,10 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            if housekeeping is not None:
-                housekeeping.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await housekeeping
+            await cancel_and_wait(housekeeping)
             await redis.aclose()
             await engine.dispose()
 

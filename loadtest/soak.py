@@ -15,7 +15,6 @@ It never starts or stops a server (:mod:`loadtest.bench` does) and judges nothin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import time
@@ -27,6 +26,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from common.settings import Settings, get_settings
+from common.tasks import cancel_and_wait
 from loadtest.generator import (
     IdleSockets,
     Run,
@@ -198,10 +198,7 @@ async def soak(
         # The last sample is due as sending ends; the drain after it has given it time.
         await asyncio.wait_for(asyncio.shield(tasks[1]), QUERY_TIMEOUT_S)
     finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
         await db.close()
         await redis.aclose()
     idle.run.sending = False

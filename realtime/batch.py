@@ -45,6 +45,7 @@ from typing import Final, TypeAlias
 import asyncpg
 
 from common.codes import Err
+from common.tasks import cancel_and_wait
 from realtime import failpoints
 from realtime.domain import (
     BatchStatus,
@@ -214,12 +215,7 @@ class BatchWriter:
         if self._dispatcher is not None and not self._dispatcher.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), drain_timeout_s)
-        tasks = [t for t in (self._dispatcher, *self._commits) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._dispatcher, *self._commits)
         self._dispatcher, self._commits = None, {}
         self._busy, self._free = set(), 0
         held, self._held = self._held, []

@@ -52,6 +52,7 @@ from common.rediskeys import (
     set_token_version,
     stream_entries,
 )
+from common.tasks import cancel_and_wait
 from realtime.coalesce import Coalescer, CoalescerClosed
 from realtime.leases import LiveNodes
 
@@ -259,11 +260,7 @@ class RedisBroker:
         await self.version_reads.close()
         self._stopping = True
         self._wake.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         with contextlib.suppress(*REDIS_FAILURES):
             await asyncio.wait_for(self._remove_routes(self.local_users()), self.timeout_s)

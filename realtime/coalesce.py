@@ -17,10 +17,11 @@ knows nothing of what is read; it never retries (callers decide) and never cache
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Generic, TypeVar
+
+from common.tasks import cancel_and_wait
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -113,12 +114,7 @@ class Coalescer(Generic[K, V]):
         self._closed = True
         _fail(self._waiting, CoalescerClosed())
         self._waiting.clear()
-        calls = tuple(self._calls)
-        for task in calls:
-            task.cancel()
-        for task in calls:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._calls)
 
 
 def _fail(batch: Mapping[K, list[asyncio.Future[V]]], exc: BaseException) -> None:

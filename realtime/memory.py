@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from common import events
+from common.tasks import cancel_and_wait
 from realtime.broker import Kind, OnDelivery, Scope, Watch
 from realtime.presencebackend import ANNOUNCED_ELSEWHERE, STILL_ONLINE, minute_ms
 
@@ -91,11 +92,8 @@ class MemoryBroker:
         self._task = asyncio.create_task(self._heartbeat_loop(), name="memory-heartbeat")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for user in self.local_users():
             self.state.routes.get(user, {}).pop(self.node_id, None)
         self.state.brokers.pop(self.node_id, None)

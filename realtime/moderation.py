@@ -36,6 +36,7 @@ from common.moderation import INSERT_LOG_SQL, LOAD_RULES_SQL, Matcher, Verdict, 
 from common.redisclient import redis_client
 from common.redisedge import REDIS_FAILURES
 from common.rediskeys import daily_counter_key
+from common.tasks import cancel_and_wait
 from common.trust import APPLY_TRUST_SQL, TRUST_DELTAS, daily_message_cap
 from realtime.batch import BatchWriter
 from realtime.domain import Replier, SendOutcome, SendRequest, UserState
@@ -98,11 +99,7 @@ class ModerationGate:
         if self._log:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._write_log(), self.timeout_s)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         # Sends still waiting for the counter were never stored: the clients resend them.
         for request, reply, _cap in self._capq:

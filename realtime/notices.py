@@ -40,6 +40,7 @@ from typing import Final
 
 import asyncpg
 
+from common.tasks import cancel_and_wait
 from realtime.metrics import TALLY
 from realtime.store import UNAVAILABLE_ERRORS
 
@@ -144,9 +145,7 @@ class MessageNotices:
         """Write what is queued (bounded by the timeout), then stop."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
         if self.pending:
             with contextlib.suppress(TimeoutError):

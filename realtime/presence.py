@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from common import wire
+from common.tasks import cancel_and_wait
 from realtime.broker import Broker
 from realtime.domain import Memberships
 from realtime.hub import Hub, Socket
@@ -116,11 +117,8 @@ class Presence:
         while self._pending and loop.time() < deadline:
             self._wake.set()
             await asyncio.sleep(self.step_s)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         with contextlib.suppress(PresenceUnavailable):
             await self.backend.forget()
 

@@ -41,7 +41,6 @@ asyncpg (the node's store does); the feed's failures arrive as ``FeedUnavailable
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +50,7 @@ import msgspec
 
 from common import events, wire
 from common.codes import Close
+from common.tasks import cancel_and_wait
 from realtime.domain import Memberships
 from realtime.node import Node
 from realtime.safetyfeed import FeedUnavailable, SafetyFeed
@@ -97,12 +97,7 @@ class SafetyConsumer:
         self._task = asyncio.create_task(self._read_loop(), name="safety-reader")
 
     async def close(self) -> None:
-        tasks = [t for t in (self._task, *self._side) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._task, *self._side)
         self._task, self._side = None, set()
         await self.feed.close()
 
