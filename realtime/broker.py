@@ -472,11 +472,8 @@ class RedisBroker:
             if now - last_trim >= 1.0:
                 last_trim = now
                 # Entries before the last one read are done with: a single reader per stream.
-                # On the reader's own client, which talks only to this stream's node: the shared
-                # client may be busy retrying another node (a cluster shard failing over), and
-                # a trim waiting on it would stall the reads (and /readyz) of a healthy stream.
                 with contextlib.suppress(*REDIS_FAILURES):
-                    await self._reader.xtrim(self.stream, minid=self.last_id, approximate=False)
+                    await self.redis.xtrim(self.stream, minid=self.last_id, approximate=False)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.route_ttl_s / 3
