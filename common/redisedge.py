@@ -12,6 +12,8 @@ command than the scripts' own work.) A script unknown to the server (``NOSCRIPT`
 ``SCRIPT FLUSH``) is sent again in full for the calls that failed, in a second round trip, and
 never for the calls that ran, so a write is not repeated.
 
+:func:`read_stream` is the one ``XREAD`` of a stream (the delivery and safety readers).
+
 On a Redis Cluster (:class:`redis.asyncio.RedisCluster`) the calls are grouped by the node that
 owns each call's slot (its first key's: a call's keys share one slot by design) and packed per
 node, the nodes' round trips concurrent. A call a node answers with a redirection (``MOVED``,
@@ -182,3 +184,23 @@ async def _one(redis: RedisCluster, command: tuple[Any, ...]) -> Any:
         return await redis.execute_command(*command)
     except ResponseError as exc:
         return exc
+
+
+async def read_stream(
+    redis: RedisClient, stream: str, last_id: str, *, count: int, block_ms: int
+) -> Any:
+    """``XREAD COUNT count BLOCK block_ms STREAMS stream last_id``, the reply as ``xread``'s.
+
+    On a cluster the call goes straight to the node owning the stream's slot. redis-py cannot
+    find XREAD's key from the command's key specs, so it would ask its default node
+    (``COMMAND GETKEYS``) before every read: a round trip more per read, and a read that stalls
+    while that node is down even though the stream's own node is up (a node whose stream was on
+    a live shard went unready while another shard failed over).
+    """
+    if not isinstance(redis, RedisCluster):
+        return await redis.xread({stream: last_id}, count=count, block=block_ms)
+    await redis.initialize()  # the slot map: loaded once, refreshed when an error asked for it
+    node = redis.get_node_from_key(stream)
+    return await redis.execute_command(
+        "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", stream, last_id, target_nodes=node
+    )

@@ -41,7 +41,7 @@ from typing import Final, Literal, Protocol
 
 from common import cluster, wire
 from common.redisclient import redis_client
-from common.redisedge import REDIS_FAILURES, Arg, Call, LuaScript, eval_scripts
+from common.redisedge import REDIS_FAILURES, Arg, Call, LuaScript, eval_scripts, read_stream
 from common.rediskeys import (
     NODES,
     by_user_group,
@@ -448,8 +448,8 @@ class RedisBroker:
         backoff, last_trim = 0.05, 0.0
         while not self._stopping:
             try:
-                reply = await self._reader.xread(
-                    {self.stream: self.last_id}, count=1000, block=self.block_ms
+                reply = await read_stream(
+                    self._reader, self.stream, self.last_id, count=1000, block_ms=self.block_ms
                 )
                 backoff = 0.05
                 self.read_ok_at, self.lag_s = time.monotonic(), 0.0

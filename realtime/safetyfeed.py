@@ -15,7 +15,7 @@ from typing import Protocol
 
 from common import events
 from common.redisclient import redis_client
-from common.redisedge import REDIS_FAILURES
+from common.redisedge import REDIS_FAILURES, read_stream
 from common.rediskeys import SAFETY_STREAM, as_text, stream_entries
 
 
@@ -61,7 +61,9 @@ class RedisSafetyFeed:
 
     async def read(self, after: str, *, count: int) -> list[tuple[str, bytes]]:
         try:
-            reply = await self.redis.xread({SAFETY_STREAM: after}, count=count, block=self.block_ms)
+            reply = await read_stream(
+                self.redis, SAFETY_STREAM, after, count=count, block_ms=self.block_ms
+            )
         except REDIS_FAILURES as exc:
             raise FeedUnavailable(type(exc).__name__) from exc
         return [(entry_id, fields.get(b"e", b"")) for entry_id, fields in stream_entries(reply)]

@@ -1,13 +1,13 @@
 """``eval_scripts`` on the real cluster: calls packed per node, an unknown script resent in
 full, a stale slot map (``MOVED``) followed without running a call twice, and the token-version
-``MGET``s per node."""
+``MGET``s per node; ``read_stream`` reads its stream's node alone."""
 
 from __future__ import annotations
 
 from redis.asyncio import RedisCluster
 
 from common.redisclient import RedisClient
-from common.redisedge import Call, eval_scripts
+from common.redisedge import Call, eval_scripts, read_stream
 from common.rediskeys import (
     by_user_group,
     delivery_stream,
@@ -60,3 +60,29 @@ async def test_token_versions_are_read_per_tag_across_nodes(redis: RedisClient) 
         await set_token_version(redis, user, user % 7)
     got = await get_token_versions(redis, users)
     assert got == {u: (u % 7 if u in users[::2] else None) for u in users}
+
+
+async def _getkeys_calls(redis: RedisCluster) -> int:
+    """``COMMAND GETKEYS`` calls served so far, summed over every node (``INFO commandstats``)."""
+    stats = await redis.info("commandstats", target_nodes=RedisCluster.ALL_NODES)
+    return sum(
+        int(node.get("cmdstat_command|getkeys", {}).get("calls", 0)) for node in stats.values()
+    )
+
+
+async def test_read_stream_asks_only_the_streams_node(redis: RedisClient) -> None:
+    """redis-py cannot find XREAD's key in the command's key specs, so its ``xread`` asks the
+    default node (``COMMAND GETKEYS``) before every read: a node other than the stream's, which
+    may be the one that is down. ``read_stream`` sends the read to the stream's node alone,
+    and reads what ``xread`` reads."""
+    assert isinstance(redis, RedisCluster)
+    stream = delivery_stream("edge-read")
+    await redis.xadd(stream, {b"f": b"x"})
+    expected = await redis.xread({stream: "0-0"}, count=10, block=100)
+    before = await _getkeys_calls(redis)
+    for _ in range(5):
+        assert await read_stream(redis, stream, "0-0", count=10, block_ms=100) == expected
+    assert await _getkeys_calls(redis) == before
+    for _ in range(5):
+        await redis.xread({stream: "0-0"}, count=10, block=100)
+    assert await _getkeys_calls(redis) >= before + 5  # what read_stream saves
