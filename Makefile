@@ -9,7 +9,7 @@ export MM_DEV_REDIS_PORT ?= 56379
 export MM_DATABASE_URL ?= postgresql+asyncpg://mergemeet@127.0.0.1:$(MM_DEV_PG_PORT)/mergemeet
 export MM_REDIS_URL ?= redis://127.0.0.1:$(MM_DEV_REDIS_PORT)/0
 # The local Redis Cluster's first port (6 nodes from here; `make test` starts it).
-export MM_DEV_CLUSTER_PORT ?= 57001
+export MM_DEV_CLUSTER_PORT ?= 27001
 API_URL = http://$${MM_API_HOST:-127.0.0.1}:$${MM_API_PORT:-8000}
 WS_URL = ws://$${MM_REALTIME_HOST:-127.0.0.1}:$${MM_REALTIME_PORT:-8765}
 

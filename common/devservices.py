@@ -5,7 +5,9 @@ Data lives under ``.data/`` (git-ignored), on ports of its own (55432 and 56379 
 ``MM_DEV_PG_PORT`` / ``MM_DEV_REDIS_PORT``) so it works where the standard ports are taken.
 ``start-cluster`` also starts a local Redis Cluster: 3 masters and 3 replicas (Debian's
 ``redis-server`` with ``cluster-enabled yes``) on six ports from ``MM_DEV_CLUSTER_PORT``
-(57001 by default; each node's cluster bus 10000 below its port), created once with
+(27001 by default; each node's cluster bus 10000 below its port: both below Linux's ephemeral
+range, 32768-60999, where a client connection's local port once took a bus port and a node
+failed to start), created once with
 ``redis-cli --cluster create``; its URL is printed and
 given by ``cluster-url``. ``stop`` stops whatever of both is running.
 On first use it initialises the cluster; when the Debian packages are missing it installs them
@@ -34,7 +36,7 @@ REDIS_PORT = int(os.environ.get("MM_DEV_REDIS_PORT", "56379"))
 PG_DIR = DATA / "pg"
 PG_RUN = DATA / "pg-run"
 REDIS_DIR = DATA / "redis"
-CLUSTER_PORT = int(os.environ.get("MM_DEV_CLUSTER_PORT", "57001"))
+CLUSTER_PORT = int(os.environ.get("MM_DEV_CLUSTER_PORT", "27001"))
 CLUSTER_DIR = DATA / "redis-cluster"
 CLUSTER_MASTERS = 3
 #: How long a master may be unreachable before its replica takes over (ms): short, for tests.
