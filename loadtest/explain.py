@@ -86,13 +86,15 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 @dataclass(frozen=True, slots=True)
 class Scan:
     """One scan node of a partition: its type, index and index condition (a bitmap heap scan's
-    are its bitmap index scan's), and how often it ran (0: never)."""
+    are its bitmap index scan's), how often it ran (0: never), and how often run-time pruning
+    picked its partition (``selected``: its gating ``Result``'s runs, else its own)."""
 
     node_type: str
     relation: str
     index: str | None
     index_cond: str | None
     loops: int
+    selected: int
 
     @property
     def by_index(self) -> bool:
@@ -119,9 +121,9 @@ class PartitionRead:
 
     @property
     def one_partition_per_loop(self) -> bool:
-        """Each of the read's executions ran at most one partition's scan (pruned, keyed): none
-        when a gate above the scans (a ``Result``'s one-time filter) said it was not needed."""
-        return self.scans_run <= self.loops
+        """Each of the read's executions picked exactly one partition (pruned, keyed); a gate
+        above its scan (a ``Result``'s one-time filter) may still have skipped the scan."""
+        return sum(scan.selected for scan in self.scans) == self.loops
 
     @property
     def by_index(self) -> bool:
@@ -133,7 +135,8 @@ class PartitionRead:
         return all(column in (scan.index_cond or "") for scan in self.scans)
 
 
-def _scan(node: dict[str, Any]) -> Scan:
+def _scan(node: dict[str, Any], gate: dict[str, Any] | None = None) -> Scan:
+    """``node``'s :class:`Scan`; ``gate``: the ``Result`` that gates it, if any."""
     lookup = node
     if node["Node Type"] == _BITMAP_HEAP:
         children = node.get("Plans", [])
@@ -146,15 +149,16 @@ def _scan(node: dict[str, Any]) -> Scan:
         index=lookup.get("Index Name"),
         index_cond=lookup.get("Index Cond"),
         loops=int(node.get("Actual Loops", 0)),
+        selected=int((gate or node).get("Actual Loops", 0)),
     )
 
 
-def _ungated(node: dict[str, Any]) -> dict[str, Any]:
-    """The scan under a ``Result`` that only gates it (one child), else ``node``."""
+def _gated(node: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(scan, gate)`` for a ``Result`` that only gates one scan, else ``(node, None)``."""
     children = node.get("Plans", [])
     if node["Node Type"] == "Result" and len(children) == 1 and "Relation Name" in children[0]:
-        return dict(children[0])
-    return node
+        return children[0], node
+    return node, None
 
 
 def partition_reads(plan: dict[str, Any], partitions: frozenset[str]) -> list[PartitionRead]:
@@ -167,17 +171,17 @@ def partition_reads(plan: dict[str, Any], partitions: frozenset[str]) -> list[Pa
     reads: list[PartitionRead] = []
 
     def walk(node: dict[str, Any]) -> None:
-        children = [_ungated(child) for child in node.get("Plans", [])]
+        children = [_gated(child) for child in node.get("Plans", [])]
         if node["Node Type"] in _APPENDS and any(
-            child.get("Relation Name") in partitions for child in children
+            child.get("Relation Name") in partitions for child, _ in children
         ):
-            scans = [_scan(child) for child in children]
+            scans = [_scan(child, gate) for child, gate in children]
             reads.append(PartitionRead(int(node.get("Actual Loops", 0)), scans))
             return
         if node.get("Relation Name") in partitions:
             scan = _scan(node)
             reads.append(PartitionRead(scan.loops, [scan]))
-        for child in children:
+        for child, _ in children:
             walk(child)
 
     walk(plan)

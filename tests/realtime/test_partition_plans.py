@@ -297,15 +297,28 @@ def test_the_plan_reader_tells_a_keyed_read_from_a_scan_of_every_partition() -> 
     bitmap = _read(1, ("Bitmap Heap Scan", "messages_p0", 1))
     assert bitmap.by_index and bitmap.keyed_on("conversation_id")
     assert not bitmap.keyed_on("sender_id")
-    gate = {
-        "Node Type": "Result",
-        "Actual Loops": 2,
-        "Plans": [_node("Index Scan", "messages_p1", 1)],
-    }
-    gated = partition_reads(
-        {"Node Type": "Merge Append", "Actual Loops": 2, "Plans": [gate]}, PARTITIONS
-    )
-    assert [(read.loops, read.scans_run, read.by_index) for read in gated] == [(2, 1, True)]
+
+    def gated(loops: int, *gates: tuple[str, int, int]) -> PartitionRead:
+        plans = [
+            {
+                "Node Type": "Result",
+                "Actual Loops": ran,
+                "Plans": [_node("Index Scan", rel, scanned)],
+            }
+            for rel, ran, scanned in gates
+        ]
+        [read] = partition_reads(
+            {"Node Type": "Merge Append", "Actual Loops": loops, "Plans": plans}, PARTITIONS
+        )
+        return read
+
+    # Pruned per row, the gate skipping one scan: one partition picked per loop, one scan run.
+    skipped = gated(2, ("messages_p1", 2, 1), ("messages_p2", 0, 0))
+    assert (skipped.loops, skipped.scans_run, skipped.by_index) == (2, 1, True)
+    assert skipped.one_partition_per_loop
+    # Not pruned: both partitions' gates ran on each loop, whatever the gates let through.
+    unpruned = gated(2, ("messages_p1", 2, 0), ("messages_p2", 2, 1))
+    assert not unpruned.one_partition_per_loop
     direct = partition_reads(_node("Index Scan", "messages_p3", 1), PARTITIONS)
     assert [(read.loops, read.executed[0].relation) for read in direct] == [(1, "messages_p3")]
     assert partition_reads({"Node Type": "Seq Scan", "Relation Name": "users"}, PARTITIONS) == []
